@@ -1,0 +1,80 @@
+"""Argument validation shared by the public API.
+
+Every check raises ``ValueError`` (or ``TypeError`` for a wrong kind of value) whose
+message names the argument, the value received and the allowed range.
+"""
+
+import math
+import numbers
+import os
+import sys
+import warnings
+
+from op_tensorflow.errors import PrivacyWarning
+
+
+def positive_int(name: str, value) -> int:
+    """Returns ``value`` as an int, or raises if it is not an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an integer >= 1, got {value!r} ({type(value).__name__}).")
+    if not float(value).is_integer() or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)
+
+
+def positive_float(name: str, value) -> float:
+    """Returns ``value`` as a float, or raises if it is not a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number > 0, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+    return value
+
+
+def open_unit(name: str, value) -> float:
+    """Returns ``value`` as a float, or raises if it is not in the open interval (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in (0, 1), got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must be in the open interval (0, 1), got {value!r}.")
+    return value
+
+
+def one_of(name: str, value, allowed) -> str:
+    """Returns ``value`` if it is one of ``allowed``, else raises naming the choices."""
+    if value not in allowed:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+    return value
+
+
+def batch_within_sample(batch_size: int, sample_size: int) -> None:
+    if batch_size > sample_size:
+        raise ValueError(
+            f"batch_size must be <= sample_size ({sample_size}), got {batch_size}: "
+            "the sampling rate batch_size / sample_size cannot exceed 1."
+        )
+
+
+def warn_if_weak_delta(delta: float, sample_size: int) -> None:
+    """Warns when delta >= 1/n: such a guarantee allows releasing one whole row."""
+    if delta >= 1.0 / sample_size:
+        warnings.warn(
+            f"target_delta={delta:g} is >= 1/sample_size={1.0 / sample_size:g}. A mechanism that "
+            "publishes one random row in full satisfies (0, 1/n)-DP, so this delta permits "
+            "releasing individual records; choose target_delta well below 1/sample_size "
+            "(e.g. 1/(10*sample_size)).",
+            PrivacyWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+
+
+def _caller_stacklevel() -> int:
+    """The ``warnings`` stacklevel of the first frame outside this package (the user's call)."""
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package_dir):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -1,0 +1,4 @@
+library(testthat)
+library(optensorflow)
+
+test_check("optensorflow")

@@ -1,0 +1,221 @@
+"""Accounting against reference values from dp_accounting, the seed and the R blog."""
+
+import math
+import warnings
+
+import dp_accounting
+import numpy as np
+import op_tensorflow as ot
+import pytest
+from dp_accounting import pld, rdp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from op_tensorflow import accounting
+
+SEED_EPS = 0.2778802396005823  # the seed guide's printout: n=100000, batch 4, 20 epochs, sigma 1.2
+BLOG_ORDERS = [1 + x / 10 for x in range(1, 100)] + list(range(12, 64))
+
+
+def reference_event(q, sigma, steps):
+    step = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma))
+    return dp_accounting.SelfComposedDpEvent(step, steps)
+
+
+def reference_rdp_eps(n, batch, epochs, sigma, delta):
+    steps = math.ceil(epochs * n / batch)
+    return rdp.RdpAccountant().compose(reference_event(batch / n, sigma, steps)).get_epsilon(delta)
+
+
+@pytest.fixture(autouse=True)
+def _no_weak_delta_noise():
+    # The seed's own example uses delta = 1/n, which warns; tests of the warning opt back in.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ot.PrivacyWarning)
+        yield
+
+
+def test_seed_budget_matches_printout(capsys):
+    eps = ot.get_privacy_budget(
+        sample_size=100000, batch_size=4, num_epochs=20, noise_multiplier=1.2, target_delta=1e-5
+    )
+    assert abs(eps - SEED_EPS) / SEED_EPS < 1e-9
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"=> EPSILON_REQUIRED = {eps!r} using TARGET_DELTA = 1e-05"
+    assert out[1:] == [
+        "Training parameters used :-",
+        "SAMPLE_SIZE = 100000",
+        "BATCH_SIZE = 4",
+        "NUM_EPOCHS = 20",
+        "NOISE_MULTIPLIER = 1.2",
+    ]
+
+
+def test_seed_call_as_shown_matches_dp_accounting(capsys):
+    eps = ot.get_privacy_budget(
+        sample_size=100000, batch_size=32, num_epochs=1000, noise_multiplier=1.5, target_delta=1e-5
+    )
+    assert eps == pytest.approx(reference_rdp_eps(100000, 32, 1000, 1.5, 1e-5), rel=1e-12)
+    assert "BATCH_SIZE = 32" in capsys.readouterr().out
+
+
+def test_verbose_false_prints_nothing(capsys):
+    ot.get_privacy_budget(1000, 10, 2, 1.0, 1e-4, verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    "n,batch,epochs,sigma,delta",
+    [(60000, 256, 15, 1.1, 1e-5), (3989, 32, 20, 1.1, 1e-6), (1000, 1000, 3, 2.0, 1e-4), (500, 7, 0.5, 0.8, 1e-4)],
+)
+def test_rdp_budget_equals_dp_accounting(n, batch, epochs, sigma, delta):
+    eps = ot.get_privacy_budget(n, batch, epochs, sigma, delta, verbose=False)
+    assert eps == pytest.approx(reference_rdp_eps(n, batch, epochs, sigma, delta), rel=1e-12)
+
+
+def test_step_count_is_tf_privacy_ceiling():
+    assert accounting.steps_for(3989, 32, 20) == 2494
+    assert accounting.steps_for(100000, 4, 20) == 500000
+    assert accounting.steps_for(10, 3, 1) == 4
+    assert accounting.steps_for(10, 5, 2) == 4
+
+
+def test_pld_seed_case_is_converged_and_tighter_than_rdp():
+    eps = ot.get_privacy_budget(100000, 4, 20, 1.2, 1e-5, accountant="pld", verbose=False)
+    # Independent reference: dp_accounting's PLD at a fine discretization.
+    fine = (
+        pld.PLDAccountant(value_discretization_interval=3e-6)
+        .compose(reference_event(4e-5, 1.2, 500000))
+        .get_epsilon(1e-5)
+    )
+    assert eps == pytest.approx(fine, rel=0.01)
+    assert eps < SEED_EPS / 3
+    assert eps == pytest.approx(0.0867, rel=0.01)  # the issue's reference at discretization 1e-5
+
+
+def test_pld_blog_case_matches_fine_reference():
+    eps, _ = ot.compute_dp_sgd_privacy(3989, 32, 1.1, 20, 1e-6, accountant="pld")
+    fine = (
+        pld.PLDAccountant(value_discretization_interval=3e-5)
+        .compose(reference_event(32 / 3989, 1.1, 2494))
+        .get_epsilon(1e-6)
+    )
+    assert eps == pytest.approx(fine, rel=0.01)
+    assert eps >= fine * 0.999  # still an upper bound, not below the finer pessimistic estimate
+
+
+def test_compute_rdp_matches_dp_accounting_and_blog():
+    values = ot.compute_rdp(q=32 / 3989, noise_multiplier=1.1, steps=2494, orders=BLOG_ORDERS)
+    assert isinstance(values, np.ndarray) and values.shape == (len(BLOG_ORDERS),)
+    expected = rdp.RdpAccountant(BLOG_ORDERS).compose(reference_event(32 / 3989, 1.1, 2494)).rdp
+    np.testing.assert_allclose(values, expected, rtol=1e-12)
+    np.testing.assert_array_equal(ot.compute_rdp(32 / 3989, 1.1, 2494), values)  # default orders = blog's
+
+
+def test_get_privacy_spent_classic_and_current():
+    values = ot.compute_rdp(32 / 3989, 1.1, 2494, BLOG_ORDERS)
+    classic = ot.get_privacy_spent(BLOG_ORDERS, values, target_delta=1e-6, conversion="classic")
+    current = ot.get_privacy_spent(BLOG_ORDERS, values, target_delta=1e-6)
+    assert classic[0] == pytest.approx(2.7338, abs=1e-4)
+    assert current[0] == pytest.approx(2.3678, abs=1e-4)
+    assert classic[1] == current[1] == 1e-6
+    # classic is Mironov's bound, computed independently here
+    orders = np.array(BLOG_ORDERS)
+    assert classic[0] == pytest.approx(np.min(values - math.log(1e-6) / (orders - 1)), rel=1e-12)
+    assert current[0] == pytest.approx(rdp.rdp_privacy_accountant.compute_epsilon(orders, values, 1e-6)[0])
+
+
+def test_get_privacy_spent_delta_direction_round_trips():
+    values = ot.compute_rdp(0.01, 1.0, 1000)
+    for conversion in ("current", "classic"):
+        eps, _, _ = ot.get_privacy_spent(BLOG_ORDERS, values, target_delta=1e-5, conversion=conversion)
+        _, delta, _ = ot.get_privacy_spent(BLOG_ORDERS, values, target_eps=eps, conversion=conversion)
+        assert delta == pytest.approx(1e-5, rel=1e-3)
+
+
+def test_compute_dp_sgd_privacy_has_no_microbatch_factor():
+    eps, order = ot.compute_dp_sgd_privacy(3989, 32, 1.1, 20, 1e-6)
+    assert round(eps, 2) == 2.37
+    assert order > 1
+    classic, _ = ot.compute_dp_sgd_privacy(3989, 32, 1.1, 20, 1e-6, conversion="classic")
+    assert round(classic, 2) == 2.73
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    target=st.floats(0.2, 20.0),
+    n=st.integers(100, 200000),
+    batch_frac=st.floats(0.001, 0.5),
+    epochs=st.integers(1, 60),
+)
+def test_noise_calibration_never_overshoots_and_is_smallest(target, n, batch_frac, epochs):
+    batch = max(1, int(n * batch_frac))
+    delta = 0.1 / n
+    sigma = ot.noise_multiplier_for_epsilon(target, n, batch, epochs, delta)
+    assert ot.get_privacy_budget(n, batch, epochs, sigma, delta, verbose=False) <= target
+    if sigma > 0.01:
+        assert ot.get_privacy_budget(n, batch, epochs, round(sigma - 1e-4, 4), delta, verbose=False) > target
+
+
+def test_noise_calibration_pld():
+    sigma = ot.noise_multiplier_for_epsilon(1.0, 60000, 256, 10, 1e-6, accountant="pld")
+    assert ot.get_privacy_budget(60000, 256, 10, sigma, 1e-6, accountant="pld", verbose=False) <= 1.0
+    assert sigma < ot.noise_multiplier_for_epsilon(1.0, 60000, 256, 10, 1e-6)
+
+
+BAD_BUDGET_ARGS = [
+    (dict(sample_size=0), "sample_size"),
+    (dict(sample_size=10.5), "sample_size"),
+    (dict(sample_size="100"), "sample_size"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=2000), "batch_size must be <= sample_size"),
+    (dict(num_epochs=0), "num_epochs"),
+    (dict(num_epochs=-1), "num_epochs"),
+    (dict(noise_multiplier=0), "noise_multiplier"),
+    (dict(noise_multiplier=float("nan")), "noise_multiplier"),
+    (dict(target_delta=0), "target_delta"),
+    (dict(target_delta=1), "target_delta"),
+    (dict(accountant="gdp"), "accountant"),
+]
+
+
+@pytest.mark.parametrize("override,needle", BAD_BUDGET_ARGS)
+def test_bad_budget_input_names_the_argument(override, needle):
+    args = dict(sample_size=1000, batch_size=10, num_epochs=1, noise_multiplier=1.0, target_delta=1e-5)
+    args.update(override)
+    with pytest.raises((ValueError, TypeError), match=needle):
+        ot.get_privacy_budget(**args, verbose=False)
+
+
+def test_bad_calibration_and_rdp_input():
+    with pytest.raises(ValueError, match="target_epsilon"):
+        ot.noise_multiplier_for_epsilon(0, 1000, 10, 1)
+    with pytest.raises(ValueError, match="target_epsilon"):
+        ot.noise_multiplier_for_epsilon(-1, 1000, 10, 1)
+    with pytest.raises(ValueError, match="accountant"):
+        ot.noise_multiplier_for_epsilon(1, 1000, 10, 1, accountant="moments")
+    with pytest.raises(ValueError, match="q must be"):
+        ot.compute_rdp(1.5, 1.0, 10)
+    with pytest.raises(ValueError, match="steps"):
+        ot.compute_rdp(0.1, 1.0, 0)
+    with pytest.raises(ValueError, match="orders"):
+        ot.compute_rdp(0.1, 1.0, 10, orders=[0.5, 2])
+    with pytest.raises(ValueError, match="exactly one"):
+        ot.get_privacy_spent(BLOG_ORDERS, ot.compute_rdp(0.1, 1.0, 10))
+    with pytest.raises(ValueError, match="one value per order"):
+        ot.get_privacy_spent([2, 3], [0.1], target_delta=1e-5)
+    with pytest.raises(ValueError, match="conversion"):
+        ot.get_privacy_spent([2, 3], [0.1, 0.2], target_delta=1e-5, conversion="new")
+
+
+def test_weak_delta_warns_and_explains():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ot.get_privacy_budget(1000, 10, 1, 1.0, target_delta=1e-3, verbose=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ot.PrivacyWarning)]
+    assert len(messages) == 1
+    assert "1/sample_size" in messages[0] and "releasing individual records" in messages[0]
+    assert caught[0].filename == __file__  # points at the user's call, not at op_tensorflow
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ot.PrivacyWarning)
+        ot.get_privacy_budget(1000, 10, 1, 1.0, target_delta=1e-4, verbose=False)
