@@ -5,11 +5,12 @@ import warnings
 
 import dp_accounting
 import numpy as np
-import op_tensorflow as ot
 import pytest
 from dp_accounting import pld, rdp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import op_tensorflow as ot
 from op_tensorflow import accounting
 
 SEED_EPS = 0.2778802396005823  # the seed guide's printout: n=100000, batch 4, 20 epochs, sigma 1.2
