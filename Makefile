@@ -60,6 +60,7 @@ test-python: setup
 
 bench: setup
 	$(PY) bench/bench_accounting.py
+	$(PY) bench/bench_loader.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
