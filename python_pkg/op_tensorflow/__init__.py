@@ -14,7 +14,34 @@ from op_tensorflow.loader import PrivateDataLoader
 
 __version__ = "0.1.0"
 
+# TensorFlow-backed parts load on first use, so accounting and the CLI start fast.
+_LAZY = {
+    "PrivateKerasModel": "op_tensorflow.model",
+    "load_private_model": "op_tensorflow.model",
+    "fix_model": "op_tensorflow.validate",
+    "validate_model": "op_tensorflow.validate",
+    "DPKerasSGDOptimizer": "op_tensorflow.optimizers",
+    "DPKerasAdamOptimizer": "op_tensorflow.optimizers",
+    "DPKerasAdagradOptimizer": "op_tensorflow.optimizers",
+    "DPAdamGaussianOptimizer": "op_tensorflow.optimizers",
+    "DPGradientDescentGaussianOptimizer": "op_tensorflow.optimizers",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'op_tensorflow' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
+    *_LAZY,
     "BudgetExceededError",
     "PrivacyError",
     "PrivacyBudget",

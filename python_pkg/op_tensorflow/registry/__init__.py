@@ -1,0 +1,159 @@
+"""Per-layer "fast gradient norm" (ghost norm) registry for the DP-SGD engine.
+
+DP-SGD needs, for every example ``i`` of a batch, the L2 norm of the gradient of that example's loss with
+respect to all trainable weights. Computing it one example at a time is slow; instead each layer type gets a
+*registry function* that derives its per-example squared gradient norms from one batched backward pass.
+
+The machinery is tensorflow-privacy's (``LayerRegistry`` and the registry-function contract of
+``tensorflow_privacy.privacy.fast_gradient_clipping``). A registry function has the signature::
+
+    fn(layer_instance, input_args, input_kwargs, tape, num_microbatches=None)
+        -> (base_vars, outputs, sqr_norm_fn)
+
+It computes ``outputs == layer_instance(*input_args, **input_kwargs)`` while ``tape`` records, makes
+``tape`` watch ``base_vars`` (tensors the layer's outputs are a function of), and returns ``sqr_norm_fn``
+such that ``sqr_norm_fn(tape.gradient(summed_loss, base_vars))`` is the 1-D tensor (length batch) of
+per-example squared L2 norms of the gradient with respect to *all* of the layer's trainable weights.
+
+``make_registry()`` holds:
+
+* ``tf.keras.layers.Dense``, ``Embedding`` and ``LayerNormalization``: tensorflow-privacy's own functions
+  (``LayerNormalization`` with ``center=False`` or ``scale=False``, which tensorflow-privacy's function does
+  not handle, is routed to :func:`fallback_layer_computation`);
+* ``tf.keras.layers.Conv1D`` and ``Conv2D``: ours, :mod:`op_tensorflow.registry.conv`;
+* ``tf.keras.layers.GroupNormalization``: ours, :mod:`op_tensorflow.registry.group_norm`;
+* anything registered with the :func:`register_layer` decorator.
+
+Lookup is by exact class, so subclasses of these layers (which may override ``call``) are not matched; the
+engine handles every unregistered layer with trainable weights through :func:`fallback_layer_computation`,
+which is exact for any layer whose weights only mix values within one example. A registry function may
+raise ``NotImplementedError`` for a configuration it does not support (e.g. grouped convolutions); the
+engine then uses the fallback for that layer as well.
+
+Supporting a new layer type takes one module::
+
+    from op_tensorflow.registry import register_layer
+
+    @register_layer(MyLayer)
+    def my_layer_computation(layer_instance, input_args, input_kwargs, tape, num_microbatches=None):
+        ...
+        return base_vars, outputs, sqr_norm_fn
+
+imported before ``make_registry()`` is called. A later registration for the same class replaces an earlier
+one, and registered functions take precedence over the tensorflow-privacy defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+from tensorflow_privacy.privacy.fast_gradient_clipping import type_aliases
+from tensorflow_privacy.privacy.fast_gradient_clipping.layer_registry import LayerRegistry
+from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions.dense import dense_layer_computation
+from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions.embedding import (
+    embedding_layer_computation,
+)
+from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions.layer_normalization import (
+    layer_normalization_computation,
+)
+
+from op_tensorflow.registry.fallback import fallback_layer_computation
+
+__all__ = [
+    "RegistryFunction",
+    "fallback_layer_computation",
+    "make_registry",
+    "register_layer",
+]
+
+RegistryFunction = type_aliases.RegistryFunction
+
+# Registry functions added with `register_layer`, keyed by exact layer class (insertion-ordered).
+_REGISTERED: dict[type[tf.keras.layers.Layer], RegistryFunction] = {}
+
+
+def register_layer(layer_class: type[tf.keras.layers.Layer]) -> Callable[[RegistryFunction], RegistryFunction]:
+    """Returns a decorator that adds a registry function for ``layer_class`` to every new registry.
+
+    The decorated function is returned unchanged, so decorators can be stacked to register one function
+    for several classes. Registering a class again replaces the earlier function.
+
+    Args:
+        layer_class: The exact Keras layer class the function handles (subclasses are not matched).
+
+    Returns:
+        A decorator taking a registry function with the signature
+        ``fn(layer_instance, input_args, input_kwargs, tape, num_microbatches=None)
+        -> (base_vars, outputs, sqr_norm_fn)``.
+
+    Raises:
+        TypeError: If ``layer_class`` is not a subclass of ``tf.keras.layers.Layer``.
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, tf.keras.layers.Layer)):
+        raise TypeError(f"register_layer expects a tf.keras.layers.Layer subclass, got {layer_class!r}.")
+
+    def decorator(fn: RegistryFunction) -> RegistryFunction:
+        if not callable(fn):
+            raise TypeError(f"register_layer({layer_class.__name__}) must decorate a callable, got {fn!r}.")
+        _REGISTERED[layer_class] = fn
+        return fn
+
+    return decorator
+
+
+def _layer_normalization_computation(
+    layer_instance: tf.keras.layers.LayerNormalization,
+    input_args: Sequence[Any],
+    input_kwargs: Mapping[str, Any],
+    tape: tf.GradientTape,
+    num_microbatches: tf.Tensor | None = None,
+) -> type_aliases.RegistryFunctionOutput:
+    """Registry function for ``LayerNormalization``: tensorflow-privacy's, or the fallback without gamma/beta.
+
+    tensorflow-privacy's ``layer_normalization_computation`` assumes both ``gamma`` and ``beta`` exist.
+
+    Args:
+        layer_instance: A built ``tf.keras.layers.LayerNormalization``.
+        input_args: Positional inputs of the layer call.
+        input_kwargs: Keyword inputs of the layer call.
+        tape: The recording tape that must watch ``base_vars``.
+        num_microbatches: Optional number of microbatches (supported only when both weights exist).
+
+    Returns:
+        ``(base_vars, outputs, sqr_norm_fn)``.
+    """
+    if layer_instance.gamma is None or layer_instance.beta is None:
+        return fallback_layer_computation(layer_instance, input_args, input_kwargs, tape, num_microbatches)
+    return layer_normalization_computation(layer_instance, input_args, input_kwargs, tape, num_microbatches)
+
+
+def _default_functions() -> dict[type[tf.keras.layers.Layer], RegistryFunction]:
+    """Returns the registry functions taken from tensorflow-privacy."""
+    return {
+        tf.keras.layers.Dense: dense_layer_computation,
+        tf.keras.layers.Embedding: embedding_layer_computation,
+        tf.keras.layers.LayerNormalization: _layer_normalization_computation,
+    }
+
+
+def make_registry() -> LayerRegistry:
+    """Builds a tensorflow-privacy ``LayerRegistry`` with the default and all registered layer functions.
+
+    Returns:
+        A new ``LayerRegistry`` (lookup by exact layer class) holding Dense, Embedding and
+        LayerNormalization (tensorflow-privacy), Conv1D, Conv2D and GroupNormalization (ours), and every
+        function added with :func:`register_layer` (these override the defaults for the same class).
+    """
+    registry = LayerRegistry()
+    functions = _default_functions()
+    functions.update(_REGISTERED)
+    for layer_class, fn in functions.items():
+        registry.insert(layer_class, fn)
+    return registry
+
+
+# Our own registry functions register themselves through `register_layer` when imported; they must be
+# imported after `register_layer` is defined.
+from op_tensorflow.registry import conv, group_norm  # noqa: E402, F401

@@ -1,0 +1,152 @@
+"""Generic registry function for any layer whose weights only mix values within one example.
+
+:func:`fallback_layer_computation` makes the layer's outputs the ``base_vars``. Given ``G``, the gradient of
+the summed loss with respect to the outputs, the gradient of example ``i``'s loss with respect to the
+layer's weights ``W`` is the vector-Jacobian product ``d<layer(x_i), G_i>/dW``, provided ``layer(x)[i]``
+only depends on ``x_i`` (true for e.g. RNNs, attention within a sequence, custom layers; false for layers
+that mix examples, such as ``BatchNormalization`` in training mode). That product is computed for all
+examples at once with ``tf.vectorized_map`` (``tf.map_fn`` if the layer cannot be vectorized), by calling
+the layer on each example as a batch of one.
+
+Limitations: the layer is re-run on every example, so it must be deterministic (no dropout with
+``training=True`` or other random ops) and free of side effects that matter (state updates, added losses).
+Every tensor of rank >= 1 among the call's positional and keyword arguments (nested structures included)
+is treated as batched along axis 0 and sliced per example; scalars and non-tensor arguments are passed
+through unchanged. Dense tensors only (no ``tf.SparseTensor``/``tf.RaggedTensor`` inputs).
+Microbatches are not supported. Only vectorization failures raised while building the graph trigger the
+``tf.map_fn`` path (errors at run time are not caught); called eagerly, ``tf.vectorized_map`` retraces on
+every call, so use it inside ``tf.function``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+from absl import logging
+from tensorflow_privacy.privacy.fast_gradient_clipping import type_aliases
+
+__all__ = ["fallback_layer_computation"]
+
+
+def _is_batched(value: Any) -> bool:
+    """Whether a call argument is a tensor sliced per example (any tensor of rank >= 1)."""
+    return tf.is_tensor(value) and value.shape.rank != 0
+
+
+def _float_tensors(structure: Any) -> list[tf.Tensor]:
+    """Floating-point tensors of a nested structure, in ``tf.nest.flatten`` order."""
+    return [t for t in tf.nest.flatten(structure) if tf.is_tensor(t) and t.dtype.is_floating]
+
+
+def _squared_norm(grad: tf.Tensor | tf.IndexedSlices) -> tf.Tensor:
+    """Squared L2 norm of a (possibly sparse) gradient, in float32."""
+    return tf.reduce_sum(tf.square(tf.cast(tf.convert_to_tensor(grad), tf.float32)))
+
+
+class _PerExampleNorms:
+    """Computes per-example squared gradient norms of a layer's weights by re-running it per example.
+
+    Args:
+        layer_instance: The (built) layer.
+        input_args: Positional arguments of the original batched call.
+        input_kwargs: Keyword arguments of the original batched call.
+    """
+
+    def __init__(self, layer_instance: tf.keras.layers.Layer, input_args: Sequence[Any], input_kwargs: Mapping):
+        self._layer = layer_instance
+        self._call_args = (tuple(input_args), dict(input_kwargs))
+        flat = tf.nest.flatten(self._call_args)
+        self._batched_positions = [i for i, value in enumerate(flat) if _is_batched(value)]
+        self._flat_args = flat
+
+    def __call__(self, grad_outputs: Sequence[tf.Tensor]) -> tf.Tensor:
+        """Returns the (batch,) float32 squared norms given the gradients w.r.t. the float outputs."""
+        grad_outputs = list(grad_outputs)
+        elems = [self._flat_args[i] for i in self._batched_positions] + grad_outputs
+        if not elems:
+            raise ValueError(f"Layer {self._layer.name} has no batched inputs or outputs.")
+        batch_size = tf.shape(elems[0])[0]
+        return tf.cond(
+            batch_size > 0,
+            lambda: self._map_over_batch(elems),
+            lambda: tf.zeros([0], tf.float32),
+        )
+
+    def _map_over_batch(self, elems: list[tf.Tensor]) -> tf.Tensor:
+        """Applies the one-example computation along axis 0, vectorized if possible."""
+        try:
+            return tf.vectorized_map(self._one_example, elems)
+        except Exception as err:  # Any vectorization failure falls back to a loop.
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+            logging.warning(
+                "Cannot vectorize per-example gradients of layer %s (%s: %s); using tf.map_fn.",
+                self._layer.name,
+                type(err).__name__,
+                reason,
+            )
+        return tf.map_fn(self._one_example, elems, fn_output_signature=tf.TensorSpec([], tf.float32))
+
+    def _one_example(self, example: list[tf.Tensor]) -> tf.Tensor:
+        """Squared norm of ``d<layer(x_i), g_i>/dW`` for one example (slices without the batch axis)."""
+        num_inputs = len(self._batched_positions)
+        flat = list(self._flat_args)
+        for position, value in zip(self._batched_positions, example[:num_inputs], strict=True):
+            flat[position] = value[None]
+        args, kwargs = tf.nest.pack_sequence_as(self._call_args, flat)
+        variables = self._layer.trainable_variables
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(variables)
+            outputs = _float_tensors(self._layer(*args, **kwargs))
+            products = [
+                tf.reduce_sum(tf.cast(out, tf.float32) * tf.cast(grad[None], tf.float32))
+                for out, grad in zip(outputs, example[num_inputs:], strict=True)
+            ]
+            inner_product = tf.add_n(products) if products else tf.constant(0.0)
+        grads = tape.gradient(inner_product, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return tf.add_n([_squared_norm(g) for g in grads]) if grads else tf.constant(0.0)
+
+
+def fallback_layer_computation(
+    layer_instance: tf.keras.layers.Layer,
+    input_args: Sequence[Any],
+    input_kwargs: Mapping[str, Any],
+    tape: tf.GradientTape,
+    num_microbatches: tf.Tensor | None = None,
+) -> type_aliases.RegistryFunctionOutput:
+    """Registry function for any layer whose trainable weights only mix values within each example.
+
+    Args:
+        layer_instance: The layer (any class).
+        input_args: Positional arguments: ``layer_instance(*input_args, **input_kwargs)`` is the layer call.
+            Tensors of rank >= 1 (also nested) must have the batch on axis 0.
+        input_kwargs: Keyword arguments of the call; tensors of rank >= 1 are batched like ``input_args``.
+        tape: The recording ``tf.GradientTape``; it is made to watch ``base_vars``.
+        num_microbatches: Must be ``None``.
+
+    Returns:
+        ``(base_vars, outputs, sqr_norm_fn)``: ``outputs`` is the layer's output structure, ``base_vars``
+        the list of its floating-point output tensors (watched), and ``sqr_norm_fn`` maps the list of
+        gradients of the summed loss w.r.t. ``base_vars`` to the per-example squared L2 norms (float32,
+        shape ``(batch,)``) of the gradient w.r.t. ``layer_instance.trainable_variables``.
+
+    Raises:
+        NotImplementedError: If ``num_microbatches`` is not ``None``.
+    """
+    if num_microbatches is not None:
+        raise NotImplementedError("The fallback registry function does not support microbatches.")
+    input_kwargs = dict(input_kwargs or {})
+    outputs = layer_instance(*input_args, **input_kwargs)
+    base_vars = _float_tensors(outputs)
+    tape.watch(base_vars)
+    per_example_norms = _PerExampleNorms(layer_instance, input_args, input_kwargs)
+
+    def sqr_norm_fn(grads: Sequence[tf.Tensor | None]) -> tf.Tensor:
+        grads = [
+            tf.zeros_like(out) if g is None else tf.convert_to_tensor(g)
+            for g, out in zip(grads, base_vars, strict=True)
+        ]
+        return per_example_norms(grads)
+
+    return base_vars, outputs, sqr_norm_fn
