@@ -185,14 +185,14 @@ class PrivateKerasModel:
                 # avoids TF 2.15's oneDNN convolutions returning wrong shapes for 0-row inputs.
                 grads = tf.cond(
                     tf.shape(x)[0] > 0,
-                    lambda: clipping.clipped_gradient_sum(model, x, y, loss_fn, clip, registry=registry)[0],
+                    lambda x=x, y=y: clipping.clipped_gradient_sum(model, x, y, loss_fn, clip, registry=registry)[0],
                     lambda: [tf.zeros_like(v) for v in variables],
                 )
                 noisy = clipping.add_noise(
                     grads, stddev, tf.random.experimental.stateless_fold_in(noise_seed, step), divide_by=expected_batch
                 )
                 finite = tf.logical_and(finite, tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in noisy]))
-                optimizer.apply_gradients(zip(noisy, variables))
+                optimizer.apply_gradients(zip(noisy, variables, strict=True))
             return finite
 
         return train_chunk
