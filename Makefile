@@ -13,12 +13,12 @@ export R_LD_LIBRARY_PATH := /usr/lib/R/lib
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test setup r-deps python-deps r-package lint test-python test-r bench clean
+.PHONY: demo test setup r-deps python-deps r-package lint test-python test-r check-r vignettes vignettes-copy bench clean
 
 demo: setup
 	$(PY) -m op_tensorflow.demo
 
-test: setup lint test-r test-python
+test: setup lint check-r vignettes test-python
 
 setup: r-deps python-deps r-package
 
@@ -55,6 +55,31 @@ lint: python-deps
 test-r: setup
 	Rscript -e 'library(testthat); library(optensorflow); res <- test_dir("r_pkg/tests/testthat", package = "optensorflow", load_package = "installed", reporter = "summary", stop_on_failure = TRUE)'
 
+# R CMD build/check of the package (its testthat suite runs inside the check); the
+# vignettes are knitted by the `vignettes` target instead of a second time here.
+check-r: setup
+	rm -rf .rcheck && mkdir -p .rcheck
+	cd .rcheck && R CMD build --no-build-vignettes ../r_pkg
+	cd .rcheck && _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual --ignore-vignettes --no-build-vignettes optensorflow_*.tar.gz
+	@grep -q "Status: OK" .rcheck/optensorflow.Rcheck/00check.log
+
+VIGNETTES := getting-started dp-heart-rate
+
+# Knit the vignettes to vignettes/*.html (gitignored) and report each one's time.
+# vignettes/ is canonical; r_pkg/vignettes/ holds copies so that R CMD build lists them.
+vignettes: setup
+	@for v in $(VIGNETTES); do \
+	  cmp -s vignettes/$$v.Rmd r_pkg/vignettes/$$v.Rmd || { echo "r_pkg/vignettes/$$v.Rmd differs from vignettes/$$v.Rmd; run: make vignettes-copy"; exit 1; }; \
+	done
+	@for v in $(VIGNETTES); do \
+	  start=$$(date +%s); \
+	  Rscript -e "rmarkdown::render('vignettes/$$v.Rmd', output_dir = 'vignettes', quiet = TRUE)" || exit 1; \
+	  echo "vignettes/$$v.html: knitted in $$(( $$(date +%s) - start )) s"; \
+	done
+
+vignettes-copy:
+	mkdir -p r_pkg/vignettes && for v in $(VIGNETTES); do cp vignettes/$$v.Rmd r_pkg/vignettes/$$v.Rmd; done
+
 test-python: setup
 	$(PY) -m pytest -q
 
@@ -63,4 +88,4 @@ bench: setup
 	$(PY) bench/bench_loader.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .rcheck

@@ -16,4 +16,6 @@ def call(fn, args=(), kwargs=None):
             value = fn(*(args or ()), **(kwargs or {}))
         except Exception as err:  # noqa: BLE001 - every error is handed to R
             return {"ok": False, "error_class": type(err).__name__, "message": str(err), "warnings": []}
-    return {"ok": True, "value": value, "warnings": [str(w.message) for w in caught]}
+    # Library deprecation notices (Keras, TensorFlow) are for developers, not for R users.
+    relevant = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+    return {"ok": True, "value": value, "warnings": [str(w.message) for w in relevant]}

@@ -11,6 +11,10 @@
 #' @param accountant `"rdp"` or `"pld"`.
 #' @param verbose Print the estimate and its parameters.
 #' @return Epsilon, a number.
+#' @examplesIf op_tensorflow_available()
+#' get_privacy_budget(100000, 4, 20, 1.2, 1e-5)
+#' get_privacy_budget(100000, 4, 20, 1.2, 1e-5, accountant = "pld", verbose = FALSE)
+#' @export
 get_privacy_budget <- function(sample_size, batch_size, num_epochs, noise_multiplier,
                                target_delta = 1e-5, accountant = "rdp", verbose = TRUE) {
   eps <- py_call(op$accounting$training_epsilon,
@@ -31,6 +35,7 @@ get_privacy_budget <- function(sample_size, batch_size, num_epochs, noise_multip
 #' @param steps Number of steps.
 #' @param orders RDP orders; default the blog's `c(1 + (1:99) / 10, 12:63)`.
 #' @return A numeric vector, one RDP value per order.
+#' @export
 compute_rdp <- function(q, noise_multiplier, steps, orders = NULL) {
   as.numeric(py_call(op$compute_rdp, q, noise_multiplier, as_py_count(steps),
                      if (is.null(orders)) NULL else as.numeric(orders)))
@@ -43,6 +48,12 @@ compute_rdp <- function(q, noise_multiplier, steps, orders = NULL) {
 #' @param target_eps,target_delta Give exactly one.
 #' @param conversion `"current"` or `"classic"` (the older bound behind the blog's 2.73).
 #' @return A named list: `eps`, `delta`, `optimal_order`.
+#' @examplesIf op_tensorflow_available()
+#' orders <- c(1 + (1:99) / 10, 12:63)
+#' rdp <- compute_rdp(q = 32 / 3989, noise_multiplier = 1.1, steps = 2494, orders = orders)
+#' get_privacy_spent(orders, rdp, target_delta = 1e-6)$eps
+#' get_privacy_spent(orders, rdp, target_delta = 1e-6, conversion = "classic")$eps  # the blog's 2.73
+#' @export
 get_privacy_spent <- function(orders, rdp, target_eps = NULL, target_delta = NULL,
                               conversion = "current") {
   res <- py_call(op$get_privacy_spent, as.numeric(orders), as.numeric(rdp),
@@ -60,6 +71,9 @@ get_privacy_spent <- function(orders, rdp, target_eps = NULL, target_delta = NUL
 #' @param accountant `"rdp"` or `"pld"`.
 #' @param conversion `"current"` or `"classic"` (RDP only).
 #' @return A named list: `eps`, `optimal_order` (NA for PLD).
+#' @examplesIf op_tensorflow_available()
+#' compute_dp_sgd_privacy(n = 3989, batch_size = 32, noise_multiplier = 1.1, epochs = 20, delta = 1e-6)
+#' @export
 compute_dp_sgd_privacy <- function(n, batch_size, noise_multiplier, epochs, delta = 1e-6,
                                    accountant = "rdp", conversion = "current") {
   res <- py_call(op$compute_dp_sgd_privacy, as_py_count(n), as_py_count(batch_size),
@@ -72,6 +86,7 @@ compute_dp_sgd_privacy <- function(n, batch_size, noise_multiplier, epochs, delt
 #' @inheritParams get_privacy_budget
 #' @param target_epsilon The epsilon not to exceed.
 #' @return The noise multiplier (to 1e-4), a number.
+#' @export
 noise_multiplier_for_epsilon <- function(target_epsilon, sample_size, batch_size, num_epochs,
                                          target_delta = 1e-5, accountant = "rdp") {
   py_call(op$noise_multiplier_for_epsilon, target_epsilon, as_py_count(sample_size),

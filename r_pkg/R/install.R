@@ -9,6 +9,11 @@
 #'   package name.
 #' @param python Python 3.11 interpreter used to create the environment.
 #' @return The path of the environment's python, invisibly.
+#' @examples
+#' \dontrun{
+#' install_optensorflow(package = "/path/to/op-tensorflow")
+#' }
+#' @export
 install_optensorflow <- function(envname = "~/.virtualenvs/optensorflow", package = "op-tensorflow",
                                  python = Sys.which("python3.11")) {
   if (!nzchar(python)) stop("python must be a Python 3.11 interpreter; none was found on PATH.")

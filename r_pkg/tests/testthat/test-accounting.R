@@ -57,3 +57,8 @@ test_that("Python argument errors arrive as R errors with the same message", {
   expect_warning(get_privacy_budget(1000, 10, 1, 1, target_delta = 0.01, verbose = FALSE),
                  "target_delta=0.01 is >= 1/sample_size")
 })
+
+test_that("install_optensorflow and op_tensorflow_available", {
+  expect_type(op_tensorflow_available(), "logical")
+  expect_error(install_optensorflow(python = ""), "Python 3.11")
+})

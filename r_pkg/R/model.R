@@ -1,0 +1,226 @@
+#' The Keras module of the Python TensorFlow
+#'
+#' Returns `tensorflow.keras` from reticulate's Python, so models are built as in the R blog
+#' without the R keras package: `k <- keras_module(); k$Sequential(list(k$layers$Dense(16L), ...))`.
+#' Give integer arguments of Keras as R integers (`16L`) and shapes as lists
+#' (`input_shape = list(12L, 6L)`).
+#'
+#' @return The Python module `tensorflow.keras` (Keras 2).
+#' @examplesIf op_tensorflow_available()
+#' \donttest{
+#' k <- keras_module()
+#' model <- k$Sequential(list(
+#'   k$layers$Dense(16L, activation = "relu", input_shape = list(2L)),
+#'   k$layers$Dense(1L, activation = "sigmoid")
+#' ))
+#' }
+#' @export
+keras_module <- function() {
+  tryCatch(reticulate::import("tensorflow")$keras, error = function(e) rethrow_py_error(e))
+}
+
+#' Wrap a Keras model for differentially private training
+#'
+#' Mirrors Python's `op_tensorflow.PrivateKerasModel`: DP-SGD with per-example clipping to
+#' `l2_norm_clip` and Gaussian noise of standard deviation `l2_norm_clip * noise_multiplier`.
+#' Layers that let one example affect other examples' gradients (BatchNormalization, stateful
+#' RNNs) are refused with a `ValueError`, unless `fix = TRUE` replaces them (see [fix_model()]).
+#'
+#' @param model A Keras model (Sequential or functional), e.g. built with [keras_module()].
+#' @param l2_norm_clip Bound on each example's gradient norm, > 0.
+#' @param noise_multiplier Noise standard deviation divided by `l2_norm_clip`, > 0.
+#' @param fix Replace BatchNormalization layers by GroupNormalization instead of refusing.
+#' @param seed `NULL` (OS entropy, for real training) or a whole number making the noise
+#'   reproducible (for tests).
+#' @return A private Keras model (the Python `PrivateKerasModel`).
+#' @seealso [dp_compile()], [dp_fit()], [dp_predict()], [dp_evaluate()]
+#' @examplesIf op_tensorflow_available()
+#' \donttest{
+#' df <- data.frame(x1 = runif(300), x2 = runif(300))
+#' df$y <- as.numeric(df$x1 + df$x2 > 1)
+#' pdf <- private_data_frame(df, metadata = list(x1 = c(0, 1), x2 = c(0, 1), y = c(0, 1)),
+#'                           epsilon = 5, delta = 1e-4)
+#' parts <- train_test_split(X = pdf[c("x1", "x2")], y = pdf$y, random_state = 1)
+#' k <- keras_module()
+#' model <- private_keras_model(k$Sequential(list(
+#'   k$layers$Dense(8L, activation = "relu", input_shape = list(2L)),
+#'   k$layers$Dense(1L, activation = "sigmoid"))), noise_multiplier = 1.1)
+#' dp_compile(model, optimizer = "adam", loss = "binary_crossentropy", metrics = "accuracy")
+#' history <- dp_fit(model, private_data_loader(parts$X_train, parts$y_train, batch_size = 16),
+#'                   epochs = 2)
+#' history
+#' dp_evaluate(model, parts$X_test, parts$y_test, eps = 0.5)
+#' }
+#' @export
+private_keras_model <- function(model, l2_norm_clip = 1, noise_multiplier = 1.1, fix = FALSE, seed = NULL) {
+  py_call(op$PrivateKerasModel, model, l2_norm_clip, noise_multiplier, seed = as_py_count(seed), fix = fix)
+}
+
+#' Configure a private model for training
+#'
+#' Like Keras' `compile()`: any standard Keras optimizer and loss, given as objects or names.
+#' Do not give a DP optimizer nor set a loss reduction: the private model clips per example
+#' and adds the noise itself.
+#'
+#' @param model A private Keras model from [private_keras_model()].
+#' @param optimizer A Keras optimizer name (e.g. `"adam"`, `"sgd"`) or object
+#'   (e.g. `keras_module()$optimizers$SGD(learning_rate = 0.01)`).
+#' @param loss A Keras loss name (e.g. `"mse"`) or object.
+#' @param metrics Metric names (e.g. `"accuracy"`) or objects, or `NULL`.
+#' @param ... Further arguments for Keras' `compile()`.
+#' @return `model`, invisibly.
+#' @export
+dp_compile <- function(model, optimizer = "adam", loss, metrics = NULL, ...) {
+  do.call(py_call, c(
+    list(py_method(model, "compile"), optimizer = optimizer, loss = if (missing(loss)) NULL else loss,
+         metrics = as_py_list(metrics)),
+    as_py_args(...)
+  ))
+  invisible(model)
+}
+
+#' Train a private model with DP-SGD
+#'
+#' Before the first step the epsilon of the whole run is computed (as [get_privacy_budget()]
+#' does) and reserved on the dataset's ledger: if it does not fit, a `BudgetExceededError` is
+#' raised and no weight changes. Training metrics are not reported, since they would be
+#' computed from private rows; give public `validation_data` for Keras metrics or use
+#' [dp_evaluate()] with `eps` for DP metrics on private data.
+#'
+#' @param model A compiled private Keras model.
+#' @param loader A private data loader from [private_data_loader()].
+#' @param epochs Number of epochs, a whole number.
+#' @param target_delta The delta at which epsilon is reported.
+#' @param verbose 0 (silent), 1 (progress bar showing epsilon) or 2.
+#' @param validation_data Optional public data `list(x, y)` (matrices, arrays, vectors or
+#'   data.frames) for Keras metrics after each epoch.
+#' @param ... Further arguments for Python's `PrivateKerasModel.fit()`: `callbacks`,
+#'   `steps_per_execution`, `accountant`.
+#' @return The history as a data.frame with one row per epoch: `epoch` (from 1), `epsilon` (the
+#'   epsilon spent by this run after the epoch) and `val_*` metrics when `validation_data` is given.
+#' @export
+dp_fit <- function(model, loader, epochs = 1, target_delta = 1e-5, verbose = 0, validation_data = NULL, ...) {
+  if (!is.null(validation_data) && !inherits(validation_data, "python.builtin.object")) {
+    if (!is.list(validation_data) || is.data.frame(validation_data) || length(validation_data) != 2) {
+      py_stop("TypeError", "validation_data must be a list(x, y) of public data.")
+    }
+    validation_data <- reticulate::tuple(as_public_array(validation_data[[1]], "validation_data x"),
+                                         as_public_array(validation_data[[2]], "validation_data y"))
+  }
+  history <- do.call(py_call, c(
+    list(py_method(model, "fit"), x = loader, epochs = as_py_count(epochs), target_delta = target_delta,
+         verbose = as_py_count(verbose), validation_data = validation_data),
+    as_py_args(...), list(.convert = FALSE)
+  ))
+  logs <- reticulate::py_to_r(reticulate::py_get_attr(history, "history"))
+  logs <- lapply(logs, function(v) as.numeric(unlist(v)))
+  n <- if (length(logs)) length(logs[[1]]) else 0L
+  data.frame(epoch = seq_len(n), logs, check.names = FALSE)
+}
+
+#' Predict with a private model
+#'
+#' @param model A private Keras model.
+#' @param x Private features (a private data frame or series, e.g. a test split) or public data
+#'   (an R matrix, array, vector or data.frame, or a numpy array).
+#' @param label_columns Names of the output columns of the private result (default `0`, `1`, ...).
+#' @param batch_size Batch size for prediction.
+#' @return For private `x`, a private data frame on `x`'s ledger, row-aligned with it (use it in
+#'   DP aggregates, e.g. with the labels of the same split); for public `x`, an R matrix.
+#' @export
+dp_predict <- function(model, x, label_columns = NULL, batch_size = 1024) {
+  if (is_private(x)) {
+    return(py_call(py_method(model, "predict"), x = x, label_columns = as_py_list(label_columns),
+                   batch_size = as_py_count(batch_size)))
+  }
+  out <- py_call(py_method(model, "predict"), x = as_public_array(x), batch_size = as_py_count(batch_size))
+  if (is.null(dim(out))) out <- matrix(out, ncol = 1)
+  out
+}
+
+#' Evaluate a private model
+#'
+#' On private data each metric is a DP mean of per-example values charged to the ledger:
+#' accuracy (compile with `metrics = "accuracy"`) and, when `loss_bound` gives public bounds
+#' `[0, loss_bound]` to clamp it, the loss; `eps` is split evenly across them. On public data
+#' these are Keras' plain metrics.
+#'
+#' @param model A compiled private Keras model.
+#' @param x,y Private features and labels of the same rows, or public data.
+#' @param eps The epsilon to spend on private data (required there; ignored for public data).
+#' @param loss_bound Optional public upper bound of the per-example loss, for a DP mean loss.
+#' @param batch_size Batch size for evaluation.
+#' @return A named list of metrics.
+#' @export
+dp_evaluate <- function(model, x, y, eps = NULL, loss_bound = NULL, batch_size = 1024) {
+  if (is_private(x) || is_private(y)) {
+    res <- py_call(py_method(model, "evaluate"), x, y, eps = eps, loss_bound = loss_bound,
+                   batch_size = as_py_count(batch_size))
+  } else {
+    res <- py_call(py_method(model, "evaluate"), as_public_array(x), as_public_array(y, "y"),
+                   batch_size = as_py_count(batch_size))
+  }
+  lapply(res, as.numeric)
+}
+
+#' Replace BatchNormalization for DP training
+#'
+#' Returns a copy of a Keras model with every BatchNormalization replaced by a per-example
+#' normalization (GroupNormalization; LayerNormalization with `norm = "layer"`). Batch
+#' statistics let one example change every other example's gradient and store un-noised data,
+#' so [private_keras_model()] refuses them. The input model is untouched; the copy is not compiled.
+#'
+#' @param model A Sequential or functional Keras model.
+#' @param norm `"group"` or `"layer"`.
+#' @return A new Keras model.
+#' @examplesIf op_tensorflow_available()
+#' \donttest{
+#' k <- keras_module()
+#' model <- k$Sequential(list(
+#'   k$layers$Conv1D(8L, 3L, activation = "relu", input_shape = list(12L, 6L)),
+#'   k$layers$BatchNormalization(),
+#'   k$layers$GlobalAveragePooling1D(),
+#'   k$layers$Dense(1L)))
+#' fixed <- fix_model(model)
+#' validate_model(fixed)
+#' }
+#' @export
+fix_model <- function(model, norm = "group") {
+  py_call(op$fix_model, keras_model_of(model), norm = norm)
+}
+
+#' Check a Keras model for DP training
+#'
+#' Raises a `ValueError` naming every layer that breaks per-example differential privacy
+#' (e.g. BatchNormalization), why, and how to fix it.
+#'
+#' @param model A Keras model or a private Keras model.
+#' @return `TRUE`, invisibly, when the model can be trained privately.
+#' @export
+validate_model <- function(model) {
+  py_call(op$validate_model, keras_model_of(model))
+  invisible(TRUE)
+}
+
+#' Save and load private models
+#'
+#' `save_private_model()` writes the architecture, weights and privacy metadata (epsilon spent,
+#' delta, clipping norm, noise multiplier) to one file, atomically. `load_private_model()` reads
+#' it back as a private model, compiled if it was compiled when saved.
+#'
+#' @param model A private Keras model.
+#' @param path The file.
+#' @param seed For `load_private_model()`: `NULL` or a whole number making the noise of further
+#'   training reproducible.
+#' @return `save_private_model()`: `path`, invisibly. `load_private_model()`: a private Keras model.
+#' @export
+save_private_model <- function(model, path) {
+  py_call(py_method(model, "save"), normalizePath(path.expand(path), mustWork = FALSE))
+  invisible(path)
+}
+
+#' @rdname save_private_model
+#' @export
+load_private_model <- function(path, seed = NULL) {
+  py_call(op$load_private_model, normalizePath(path.expand(path), mustWork = FALSE), seed = as_py_count(seed))
+}

@@ -1,0 +1,51 @@
+#' The R blog's DP optimizers for plain Keras models
+#'
+#' `dp_adam_gaussian_optimizer()` and `dp_gradient_descent_gaussian_optimizer()` are the names
+#' the RStudio blog "Differential Privacy with TensorFlow" uses (`priv$DPAdamGaussianOptimizer`).
+#' They return TF Privacy's Keras optimizers (`DPKerasAdamOptimizer`, `DPKerasSGDOptimizer`),
+#' which work with an eager TF 2 `model$fit()`, unlike TF Privacy's TF1 classes of those names.
+#'
+#' Compile the plain Keras model with a per-example loss, e.g.
+#' `k$losses$MeanSquaredError(reduction = k$losses$Reduction$NONE)` with `k <- keras_module()`.
+#' Each batch is split into `num_microbatches` microbatches (the batch size must be a multiple
+#' of it) whose mean-loss gradients are clipped to `l2_norm_clip`; Gaussian noise of standard
+#' deviation `l2_norm_clip * noise_multiplier` is added to their sum. [private_keras_model()]
+#' reaches the same guarantee faster, with a budget-checked ledger.
+#'
+#' @param l2_norm_clip Maximum L2 norm of each microbatch's gradient.
+#' @param noise_multiplier Standard deviation of the noise as a multiple of `l2_norm_clip`.
+#' @param num_microbatches Microbatches per batch; `NULL` means one per example. Whole numbers
+#'   given as doubles are passed as integers.
+#' @param learning_rate The learning rate.
+#' @param ... Further arguments for the Keras optimizer (e.g. `beta_1`, `momentum`) or for TF
+#'   Privacy (`gradient_accumulation_steps`).
+#' @return A Keras optimizer (Python object) for `model$compile(optimizer = ...)`.
+#' @examplesIf op_tensorflow_available()
+#' \donttest{
+#' k <- keras_module()
+#' model <- k$Sequential(list(k$layers$Dense(1L, input_shape = list(3L))))
+#' opt <- dp_adam_gaussian_optimizer(l2_norm_clip = 1, noise_multiplier = 1.1,
+#'                                   num_microbatches = 16, learning_rate = 0.01)
+#' model$compile(optimizer = opt,
+#'               loss = k$losses$MeanSquaredError(reduction = k$losses$Reduction$NONE))
+#' }
+#' @export
+dp_adam_gaussian_optimizer <- function(l2_norm_clip, noise_multiplier, num_microbatches = NULL,
+                                       learning_rate = 0.001, ...) {
+  do.call(py_call, c(
+    list(op$DPAdamGaussianOptimizer, l2_norm_clip, noise_multiplier,
+         num_microbatches = as_py_count(num_microbatches), learning_rate = learning_rate),
+    as_py_args(...)
+  ))
+}
+
+#' @rdname dp_adam_gaussian_optimizer
+#' @export
+dp_gradient_descent_gaussian_optimizer <- function(l2_norm_clip, noise_multiplier, num_microbatches = NULL,
+                                                   learning_rate = 0.01, ...) {
+  do.call(py_call, c(
+    list(op$DPGradientDescentGaussianOptimizer, l2_norm_clip, noise_multiplier,
+         num_microbatches = as_py_count(num_microbatches), learning_rate = learning_rate),
+    as_py_args(...)
+  ))
+}
