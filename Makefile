@@ -41,6 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "tensorflow-empirical-privacy==0.1.0"
 	@touch $@
 
 r-package: $(VENV)/.r-package
@@ -86,6 +87,7 @@ test-python: setup
 bench: setup
 	$(PY) bench/bench_accounting.py
 	$(PY) bench/bench_loader.py
+	$(PY) bench/bench_model.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .rcheck

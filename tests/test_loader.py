@@ -436,3 +436,50 @@ def test_dataset_with_feature_shape_and_label_matrix():
     batches = list(dataset)
     assert len(batches) == loader.total_steps(1.5) == 8
     assert all(x.shape[1:] == (3, 2) and y.shape[1:] == (2,) for x, y in batches)
+
+
+# -- the graph-side sampler that PrivateKerasModel.fit uses ------------------------------------
+
+
+def graph_row_ids(loader: PrivateDataLoader, steps: int) -> list[np.ndarray]:
+    import tensorflow as tf
+
+    sample = tf.function(loader._graph_sampler(), input_signature=[tf.TensorSpec([2], tf.int64)])
+    seed = loader._sampling_seed()
+    batches = []
+    for step in range(steps):
+        x, y = sample(tf.random.experimental.stateless_fold_in(seed, tf.constant(step, tf.int64)))
+        np.testing.assert_array_equal(y.numpy(), 2 * x.numpy()[:, 0] + 1)
+        batches.append(x.numpy()[:, 0].astype(np.int64))
+    return batches
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n,b", [(1000, 50), (100, 1), (10, 8)])
+def test_graph_sampler_follows_poisson_sampling(n, b):
+    q = b / n
+    pdf = id_frame(n)
+    loader = PrivateDataLoader(pdf[["id"]], pdf["y"], b, seed=3)
+    steps = 2000
+    batches = graph_row_ids(loader, steps)
+    for rows in batches:
+        assert np.unique(rows).size == rows.size and (rows >= 0).all() and (rows < n).all()
+    sizes = np.array([rows.size for rows in batches], dtype=float)
+    mean, var = n * q, n * q * (1 - q)
+    assert abs(sizes.mean() - mean) < 4 * math.sqrt(var / steps)
+    mu4 = var * (1 + 3 * (n - 2) * q * (1 - q))
+    assert abs(sizes.var(ddof=1) - var) < 4 * math.sqrt((mu4 - var**2 * (steps - 3) / (steps - 1)) / steps)
+    counts = np.bincount(np.concatenate(batches), minlength=n)
+    z = (counts - steps * q) / math.sqrt(steps * q * (1 - q))
+    assert np.abs(z).max() < 5.0
+    if n == 100:  # P(empty batch) = (1 - q)^n
+        p_empty = (1 - q) ** n
+        assert abs((sizes == 0).mean() - p_empty) < 4 * math.sqrt(p_empty * (1 - p_empty) / steps)
+
+
+def test_graph_sampler_is_reproducible_only_with_a_seed():
+    pdf = id_frame(500)
+    same = [graph_row_ids(PrivateDataLoader(pdf[["id"]], pdf["y"], 20, seed=5), 5) for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(*same, strict=True))
+    other = graph_row_ids(PrivateDataLoader(pdf[["id"]], pdf["y"], 20), 5)
+    assert not all(np.array_equal(a, b) for a, b in zip(same[0], other, strict=True))

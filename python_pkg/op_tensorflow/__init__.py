@@ -25,6 +25,7 @@ _LAZY = {
     "DPKerasAdagradOptimizer": "op_tensorflow.optimizers",
     "DPAdamGaussianOptimizer": "op_tensorflow.optimizers",
     "DPGradientDescentGaussianOptimizer": "op_tensorflow.optimizers",
+    "audit": "op_tensorflow.auditing",
 }
 
 

@@ -512,6 +512,7 @@ class PrivacyBudget:
             "entries": entries,
         }
         body["sha256"] = hashlib.sha256(_canonical(body)).hexdigest()
+        _remove_stale_temporaries(self._path)  # safe: every writer holds the file lock
         _atomic_write(self._path, json.dumps(body, indent=1, allow_nan=False).encode() + b"\n")
 
 
@@ -576,6 +577,19 @@ def _validate_entry(entry) -> None:
 
 def _to_record(entry: dict) -> LedgerEntry:
     return LedgerEntry(**copy.deepcopy(entry))
+
+
+def _remove_stale_temporaries(path: str) -> None:
+    """Deletes ``_atomic_write`` temporaries of ``path`` left by a process killed mid-write.
+
+    Call only while holding the ledger's file lock: then no other write is in progress.
+    """
+    directory, name = os.path.split(path)
+    for entry in os.listdir(directory):
+        middle = entry[len(name) + 1 : -len(".tmp")]
+        if entry.startswith(name + ".") and entry.endswith(".tmp") and len(middle) == 8 and "." not in middle:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, entry))
 
 
 def _atomic_write(path: str, data: bytes) -> None:

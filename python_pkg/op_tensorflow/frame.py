@@ -116,7 +116,9 @@ class _PrivateBase:
         raise AttributeError(f"{type(self).__name__} is read-only; use item assignment pdf['col'] = ... for columns.")
 
     def __copy__(self):
-        return type(self)(self._data, self._source, dict(self._metadata))
+        clone = object.__new__(type(self))
+        _PrivateBase.__init__(clone, self._data, self._source, dict(self._metadata))
+        return clone
 
     # -- DP aggregates ----------------------------------------------------------------
     def _charge(self, event: dp_accounting.DpEvent, description: str) -> None:
@@ -231,6 +233,14 @@ def _rng() -> np.random.Generator:
     return np.random.default_rng()  # seeded from OS entropy on every release
 
 
+def _public_dtype(dtype):
+    """``dtype`` without data: a categorical's categories are the distinct values of the column
+    (public only when given as metadata), so only the kind ``category`` is shown."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return pd.CategoricalDtype(ordered=dtype.ordered)
+    return dtype
+
+
 def _check_eps(eps) -> float:
     return _checks.positive_float("eps", eps)
 
@@ -240,13 +250,15 @@ class PrivateSeries(_PrivateBase):
 
     __slots__ = ()
 
+    __getitem__ = _refuse("indexing", _AGGREGATE_HINT)
+
     @property
     def name(self):
         return self._data.name
 
     @property
     def dtype(self):
-        return self._data.dtype
+        return _public_dtype(self._data.dtype)
 
     @property
     def metadata(self):
@@ -438,7 +450,8 @@ class PrivateDataFrame(_PrivateBase):
 
     @property
     def dtypes(self) -> pd.Series:
-        return self._data.dtypes.copy()
+        dtypes = self._data.dtypes
+        return pd.Series([_public_dtype(t) for t in dtypes], index=dtypes.index, dtype=object)
 
     @property
     def metadata(self) -> dict:
@@ -468,6 +481,8 @@ class PrivateDataFrame(_PrivateBase):
         if isinstance(key, (list, tuple, pd.Index)):
             self._check_columns(list(key))
             return self._derive(self._data[list(key)])
+        if isinstance(key, slice):
+            raise PrivacyError(f"row slicing would release raw private rows of a PrivateDataFrame. {_AGGREGATE_HINT}")
         if isinstance(key, PrivateSeries):
             raise PrivacyError(
                 "Filtering rows by a private condition would make the row count data-dependent; "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 
@@ -410,14 +411,19 @@ class PrivateKerasModel:
 
         The file (a zip holding ``model.keras`` and ``privacy.json``) is written to a
         temporary name and renamed, so ``path`` always holds the old or the new model.
+        The temporary directory is ``.<name>.<pid>.<random>.saving`` next to ``path``; one
+        left by a process killed mid-save is removed by the next save to ``path``.
         """
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise ValueError(f"path {path!r}: directory {directory!r} does not exist.")
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        name = os.path.basename(path)
+        _remove_stale_saves(directory, name)
+        with tempfile.TemporaryDirectory(dir=directory, prefix=f".{name}.{os.getpid()}.", suffix=".saving") as tmp:
             keras_path = os.path.join(tmp, "model.keras")
-            self._model.save(keras_path)
+            # save_format pinned: Keras 2.15 otherwise falls back to HDF5 in a thread that ran load_model.
+            self._model.save(keras_path, save_format="keras_v3")
             meta = {"format": FORMAT, "version": 1, **self.privacy}
             staged = os.path.join(tmp, "bundle.zip")
             with zipfile.ZipFile(staged, "w") as bundle:
@@ -431,6 +437,22 @@ class PrivateKerasModel:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _remove_stale_saves(directory: str, name: str) -> None:
+    """Deletes the temporary directories of saves to ``name`` whose process is gone (killed mid-save)."""
+    for entry in os.listdir(directory):
+        parts = entry[len(name) + 2 :].split(".") if entry.startswith(f".{name}.") else []
+        if len(parts) != 3 or parts[2] != "saving" or not parts[0].isdigit():
+            continue
+        try:
+            os.kill(int(parts[0]), 0)
+            continue  # the saving process is alive (its save may be in progress)
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
 
 
 def load_private_model(path, *, seed=None) -> PrivateKerasModel:
