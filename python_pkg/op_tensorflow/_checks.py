@@ -12,21 +12,30 @@ import warnings
 
 from op_tensorflow.errors import PrivacyWarning
 
+MAX_INT = 2**53  # larger counts lose integer precision in float64 and overflow int64 in numpy
+
 
 def positive_int(name: str, value) -> int:
-    """Returns ``value`` as an int, or raises if it is not an integer >= 1."""
+    """Returns ``value`` as an int, or raises if it is not an integer in [1, 2**53]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be an integer >= 1, got {value!r} ({type(value).__name__}).")
-    if not float(value).is_integer() or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    if not 1 <= value <= MAX_INT or not float(value).is_integer():
+        raise ValueError(f"{name} must be an integer >= 1 (and at most 2**53), got {value!r}.")
     return int(value)
+
+
+def _as_float(name: str, value, allowed: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.") from None
 
 
 def positive_float(name: str, value) -> float:
     """Returns ``value`` as a float, or raises if it is not a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a finite number > 0, got {value!r} ({type(value).__name__}).")
-    value = float(value)
+    value = _as_float(name, value, "a finite number > 0")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
     return value
@@ -36,7 +45,7 @@ def open_unit(name: str, value) -> float:
     """Returns ``value`` as a float, or raises if it is not in the open interval (0, 1)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number in (0, 1), got {value!r} ({type(value).__name__}).")
-    value = float(value)
+    value = _as_float(name, value, "in the open interval (0, 1)")
     if not 0 < value < 1:
         raise ValueError(f"{name} must be in the open interval (0, 1), got {value!r}.")
     return value

@@ -11,6 +11,7 @@ Adjacency is add/remove one row.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -41,9 +42,33 @@ _PLD_REL_TOL = 0.01
 _PLD_TIME_BUDGET_S = 2.0
 
 
+MAX_STEPS = 2**53  # step counts stay exact integers in float64 and int64
+
+
 def steps_for(sample_size: int, batch_size: int, num_epochs: float) -> int:
-    """Number of DP-SGD steps: ``ceil(num_epochs * sample_size / batch_size)``."""
-    return math.ceil(num_epochs * sample_size / batch_size - 1e-9)
+    """Number of DP-SGD steps: ``ceil(num_epochs * sample_size / batch_size)``, at least 1."""
+    steps = num_epochs * sample_size / batch_size
+    if not steps <= MAX_STEPS:
+        raise ValueError(
+            f"num_epochs * sample_size / batch_size = {num_epochs!r} * {sample_size!r} / {batch_size!r} steps is "
+            f"more than the {MAX_STEPS} steps that can be accounted for; lower num_epochs or sample_size."
+        )
+    return max(1, math.ceil(steps - 1e-9))
+
+
+@contextlib.contextmanager
+def _numerical_range(what: str):
+    """dp_accounting's arithmetic overflows, divides by zero or runs out of memory far outside
+    useful parameter ranges (e.g. noise_multiplier=1e-300 or 1e200): report a ValueError naming
+    the parameters instead of its internals."""
+    try:
+        yield
+    except (ArithmeticError, ValueError, MemoryError) as err:
+        raise ValueError(
+            f"dp_accounting cannot compute the privacy of {what}: {type(err).__name__}: {err}. The noise_multiplier, "
+            "sampling rate or step count is outside the range it can compute with (e.g. keep noise_multiplier "
+            "between 0.01 and 1e6; the pld accountant needs noise_multiplier >= about 0.1)."
+        ) from None
 
 
 def dp_sgd_event(sampling_rate: float, noise_multiplier: float, steps: int) -> dp_accounting.DpEvent:
@@ -87,7 +112,8 @@ def pld_epsilon(event: dp_accounting.DpEvent, delta: float) -> tuple[float, floa
     interval = _PLD_START_INTERVAL
     started = time.perf_counter()
     while interval >= _PLD_MIN_INTERVAL * 0.999:
-        eps = make_accountant("pld", value_discretization_interval=interval).compose(event).get_epsilon(delta)
+        with _numerical_range(repr(event)):
+            eps = make_accountant("pld", value_discretization_interval=interval).compose(event).get_epsilon(delta)
         improved_by = (best - eps) / eps if math.isfinite(best) and eps > 0 else math.inf
         if eps < best:
             best, best_interval = eps, interval
@@ -102,7 +128,8 @@ def epsilon_for_event(event: dp_accounting.DpEvent, delta: float, accountant: st
     _checks.one_of("accountant", accountant, ACCOUNTANTS)
     if accountant == "pld":
         return pld_epsilon(event, delta)[0]
-    return float(make_accountant("rdp").compose(event).get_epsilon(delta))
+    with _numerical_range(repr(event)):
+        return float(make_accountant("rdp").compose(event).get_epsilon(delta))
 
 
 def _validate_training(sample_size, batch_size, num_epochs, noise_multiplier, target_delta):
@@ -184,8 +211,15 @@ def budget_statement(epsilon, sample_size, batch_size, num_epochs, noise_multipl
     )
 
 
+def _float_array(name: str, values) -> np.ndarray:
+    try:
+        return np.atleast_1d(np.asarray(values, dtype=np.float64))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a list of numbers, got {values!r}.") from None
+
+
 def _validate_orders(orders: Sequence[float] | None) -> np.ndarray:
-    orders = np.atleast_1d(np.asarray(BLOG_ORDERS if orders is None else orders, dtype=np.float64))
+    orders = _float_array("orders", BLOG_ORDERS if orders is None else orders)
     if orders.size == 0 or not np.all(np.isfinite(orders)) or np.any(orders <= 1):
         raise ValueError(f"orders must be a non-empty list of finite RDP orders > 1, got {orders.tolist()!r}.")
     return orders
@@ -209,7 +243,9 @@ def compute_rdp(q: float, noise_multiplier: float, steps: int, orders: Sequence[
     steps = _checks.positive_int("steps", steps)
     orders = _validate_orders(orders)
     accountant = rdp.RdpAccountant(orders)
-    return accountant.compose(dp_sgd_event(float(q), noise_multiplier, steps)).rdp
+    with _numerical_range(f"q={q!r}, noise_multiplier={noise_multiplier!r}, steps={steps!r}"):
+        rdp_values = accountant.compose(dp_sgd_event(float(q), noise_multiplier, steps)).rdp
+    return np.maximum(rdp_values, 0.0)  # dp_accounting's round-off can give -1e-15 for huge noise
 
 
 def get_privacy_spent(
@@ -239,7 +275,7 @@ def get_privacy_spent(
     """
     _checks.one_of("conversion", conversion, CONVERSIONS)
     orders = _validate_orders(orders)
-    rdp_values = np.atleast_1d(np.asarray(rdp_values, dtype=np.float64))
+    rdp_values = _float_array("rdp_values", rdp_values)
     if rdp_values.shape != orders.shape:
         raise ValueError(
             f"rdp_values must have one value per order: got {rdp_values.size} values for {orders.size} orders."
