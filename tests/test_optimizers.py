@@ -60,10 +60,34 @@ def test_arguments_reach_tf_privacy():
     assert sgd.get_config()["num_microbatches"] is None
 
 
-def test_reexports_are_tf_privacy_objects():
-    assert optimizers.DPKerasSGDOptimizer is tensorflow_privacy.DPKerasSGDOptimizer
-    assert optimizers.DPKerasAdamOptimizer is tensorflow_privacy.DPKerasAdamOptimizer
-    assert optimizers.DPKerasAdagradOptimizer is tensorflow_privacy.DPKerasAdagradOptimizer
+TF_PRIVACY_NAMES = ["DPKerasSGDOptimizer", "DPKerasAdamOptimizer", "DPKerasAdagradOptimizer"]
+
+
+@pytest.mark.parametrize("name", TF_PRIVACY_NAMES)
+def test_tf_privacy_factories_build_tf_privacy_optimizers(name):
+    ours = getattr(optimizers, name)(1.5, 1.1, 4, 2, learning_rate=0.05)
+    theirs = getattr(tensorflow_privacy, name)(1.5, 1.1, 4, 2, learning_rate=0.05)
+    assert type(ours) is type(theirs) and ours.get_config() == theirs.get_config()
+    assert ours._num_microbatches == 4 and ours.gradient_accumulation_steps == 2
+
+
+@pytest.mark.parametrize("name", TF_PRIVACY_NAMES)
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        ((-1.0, 1.1), "l2_norm_clip"),
+        (("1", 1.1), "l2_norm_clip"),
+        ((1.0, float("nan")), "noise_multiplier"),
+        ((1.0, -0.5), "noise_multiplier"),
+        ((1.0, 1.1, 0), "num_microbatches"),
+        ((1.0, 1.1, 2.5), "num_microbatches"),
+        ((1.0, 1.1, None, 0), "gradient_accumulation_steps"),
+    ],
+)
+def test_tf_privacy_factories_refuse_what_tf_privacy_accepts(name, args, named):
+    """TF Privacy itself builds these (and fails, or trains without the guarantee, later)."""
+    with pytest.raises((ValueError, TypeError), match=named):
+        getattr(optimizers, name)(*args)
 
 
 @pytest.mark.parametrize("given", [32.0, np.float64(32), tf.constant(32), tf.constant(32.0)])

@@ -121,7 +121,8 @@ CASES = [
     Case("group_norm_axis_1", lambda: tf.keras.layers.GroupNormalization(groups=2, axis=1), [normal(4, 5)]),
     Case("fallback_simple_rnn", lambda: tf.keras.layers.SimpleRNN(4), [normal(5, 3)], registered=False),
     Case("fallback_lstm_map_fn", lambda: tf.keras.layers.LSTM(3), [normal(4, 2)], registered=False),
-    Case("fallback_grouped_conv", lambda: tf.keras.layers.Conv2D(4, 3, groups=2), [normal(5, 5, 4)]),
+    Case("conv2d_grouped", lambda: tf.keras.layers.Conv2D(4, 3, groups=2), [normal(5, 5, 4)]),
+    Case("conv1d_grouped_causal", lambda: tf.keras.layers.Conv1D(6, 2, padding="causal", groups=3), [normal(7, 3)]),
     Case("fallback_prelu", lambda: tf.keras.layers.PReLU(), [normal(6)], registered=False),
     Case("fallback_dense_subclass", lambda: MyDense(3, activation="tanh"), [normal(4)], registered=False),
     Case(
@@ -290,10 +291,10 @@ def test_ghost_and_explicit_kernel_norms_agree():
 @pytest.mark.parametrize(
     "make_layer, shape",
     [
-        (lambda: tf.keras.layers.Conv2D(4, 3, groups=2), (2, 5, 5, 4)),
         (lambda: tf.keras.layers.Conv1D(4, 3, data_format="channels_first"), (2, 3, 8)),
+        (lambda: tf.keras.layers.Conv2D(4, 3), (2, 3, 5, 5, 4)),
     ],
-    ids=["groups", "channels_first"],
+    ids=["channels_first", "extra_batch_dimension"],
 )
 def test_unsupported_conv_raises_not_implemented(make_layer, shape):
     layer = make_layer()

@@ -53,10 +53,44 @@ def open_unit(name: str, value) -> float:
 
 def one_of(name: str, value, allowed) -> str:
     """Returns ``value`` if it is one of ``allowed``, else raises naming the choices."""
-    if value not in allowed:
+    try:
+        found = value in allowed
+    except (TypeError, ValueError):  # e.g. an array or Series, whose == has no single truth value
+        found = False
+    if not found:
         choices = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
     return value
+
+
+FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38  # the normal float32 range, where the graph computes
+
+
+def clip_and_noise(l2_norm_clip: float, noise_multiplier: float) -> None:
+    """Raises unless the clip bound and the noise std are normal float32 numbers (the graph is float32).
+
+    Below the range the bound underflows to 0 (every gradient is zeroed); above it the noise is inf.
+    """
+    if not FLOAT32_TINY <= l2_norm_clip <= FLOAT32_MAX:
+        raise ValueError(f"l2_norm_clip must be within float32's range [1.2e-38, 3.4e38], got {l2_norm_clip!r}.")
+    stddev = l2_norm_clip * noise_multiplier
+    if noise_multiplier > 0 and not FLOAT32_TINY <= stddev <= FLOAT32_MAX:
+        raise ValueError(
+            f"l2_norm_clip * noise_multiplier (the noise std, {stddev:g}) must be within float32's range "
+            f"[1.2e-38, 3.4e38]; got l2_norm_clip={l2_norm_clip!r}, noise_multiplier={noise_multiplier!r}."
+        )
+
+
+def file_path(name: str, value, what: str) -> str:
+    """Returns ``value`` as a str path, or raises if it is not a str/PathLike a file name can hold."""
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name} must be a str or os.PathLike naming the {what}, got {type(value).__name__}.")
+    path = os.fspath(value)
+    if not isinstance(path, str):  # a PathLike that returns bytes
+        raise TypeError(f"{name} must be a str or os.PathLike naming the {what}, got a bytes path {path!r}.")
+    if "\x00" in path or not path:
+        raise ValueError(f"{name} {path!r} is not a file name (it is empty or holds a null byte).")
+    return path
 
 
 def batch_within_sample(batch_size: int, sample_size: int) -> None:

@@ -42,6 +42,7 @@ _PLD_REL_TOL = 0.01
 _PLD_TIME_BUDGET_S = 2.0
 
 
+MAX_ORDER = 1e4  # RDP orders above this cost dp_accounting O(order) time and never give a smaller epsilon
 MAX_STEPS = 2**53  # step counts stay exact integers in float64 and int64
 
 
@@ -67,8 +68,36 @@ def _numerical_range(what: str):
         raise ValueError(
             f"dp_accounting cannot compute the privacy of {what}: {type(err).__name__}: {err}. The noise_multiplier, "
             "sampling rate or step count is outside the range it can compute with (e.g. keep noise_multiplier "
-            "between 0.01 and 1e6; the pld accountant needs noise_multiplier >= about 0.1)."
+            "between 0.01 and 1e6; the pld accountant needs noise_multiplier >= 0.1)."
         ) from None
+
+
+#: Smallest Gaussian noise multiplier each accountant computes with. Below it epsilon exceeds 1e5
+#: (meaningless), dp_accounting's RDP series can turn NaN and loop forever, and the PLD's support
+#: grows until a single call takes minutes.
+MIN_NOISE_MULTIPLIER = {"rdp": 0.01, "pld": 0.1}
+
+
+def _noise_multipliers(event: dp_accounting.DpEvent):
+    """Every Gaussian noise multiplier inside ``event`` (through sampling and composition)."""
+    if isinstance(event, dp_accounting.GaussianDpEvent):
+        yield event.noise_multiplier
+    inner = getattr(event, "event", None)
+    for child in ([inner] if inner is not None else []) + list(getattr(event, "events", None) or []):
+        if isinstance(child, dp_accounting.DpEvent):
+            yield from _noise_multipliers(child)
+
+
+def check_noise_range(event: dp_accounting.DpEvent, accountant: str) -> None:
+    """Raises a ValueError naming noise_multiplier if ``event`` has noise the accountant cannot handle."""
+    floor = MIN_NOISE_MULTIPLIER[accountant]
+    for sigma in _noise_multipliers(event):
+        if 0 < sigma < floor:  # 0 is dp_accounting's own "no privacy" case (infinite epsilon)
+            raise ValueError(
+                f"noise_multiplier={sigma:g} is below {floor:g}, the smallest the {accountant} accountant computes "
+                f"with: the epsilon would exceed 1e5, which protects nothing. Use noise_multiplier >= {floor:g}"
+                + (" (or accountant='rdp', which accepts >= 0.01)." if accountant == "pld" else ".")
+            )
 
 
 def dp_sgd_event(sampling_rate: float, noise_multiplier: float, steps: int) -> dp_accounting.DpEvent:
@@ -108,6 +137,7 @@ def pld_epsilon(event: dp_accounting.DpEvent, delta: float) -> tuple[float, floa
     Returns:
         ``(epsilon, value_discretization_interval)`` of the tightest bound found.
     """
+    check_noise_range(event, "pld")
     best, best_interval = math.inf, None
     interval = _PLD_START_INTERVAL
     started = time.perf_counter()
@@ -128,6 +158,7 @@ def epsilon_for_event(event: dp_accounting.DpEvent, delta: float, accountant: st
     _checks.one_of("accountant", accountant, ACCOUNTANTS)
     if accountant == "pld":
         return pld_epsilon(event, delta)[0]
+    check_noise_range(event, "rdp")
     with _numerical_range(repr(event)):
         return float(make_accountant("rdp").compose(event).get_epsilon(delta))
 
@@ -220,8 +251,11 @@ def _float_array(name: str, values) -> np.ndarray:
 
 def _validate_orders(orders: Sequence[float] | None) -> np.ndarray:
     orders = _float_array("orders", BLOG_ORDERS if orders is None else orders)
-    if orders.size == 0 or not np.all(np.isfinite(orders)) or np.any(orders <= 1):
-        raise ValueError(f"orders must be a non-empty list of finite RDP orders > 1, got {orders.tolist()!r}.")
+    # dp_accounting's cost grows with the order (an order of 1e9 runs for hours), and useful orders are small
+    if orders.size == 0 or not np.all(np.isfinite(orders)) or np.any(orders <= 1) or np.any(orders > MAX_ORDER):
+        raise ValueError(
+            f"orders must be a non-empty list of RDP orders in (1, {MAX_ORDER:g}], got {orders.tolist()!r}."
+        )
     return orders
 
 
@@ -243,9 +277,13 @@ def compute_rdp(q: float, noise_multiplier: float, steps: int, orders: Sequence[
     steps = _checks.positive_int("steps", steps)
     orders = _validate_orders(orders)
     accountant = rdp.RdpAccountant(orders)
+    event = dp_sgd_event(float(q), noise_multiplier, steps)
+    check_noise_range(event, "rdp")
     with _numerical_range(f"q={q!r}, noise_multiplier={noise_multiplier!r}, steps={steps!r}"):
-        rdp_values = accountant.compose(dp_sgd_event(float(q), noise_multiplier, steps)).rdp
-    return np.maximum(rdp_values, 0.0)  # dp_accounting's round-off can give -1e-15 for huge noise
+        rdp_values = accountant.compose(event).rdp
+    # dp_accounting's round-off can give -1e-15 for huge noise, and NaN (an overflow) at fractional orders
+    # above about 2000: an unknown RDP is reported as infinite, which is never the optimal order.
+    return np.where(np.isnan(rdp_values), np.inf, np.maximum(rdp_values, 0.0))
 
 
 def get_privacy_spent(
@@ -352,7 +390,7 @@ def noise_multiplier_for_epsilon(
     _checks.one_of("accountant", accountant, ACCOUNTANTS)
     steps = steps_for(n, b, e)
     tol = 1e-4
-    lowest = 1e-2
+    lowest = MIN_NOISE_MULTIPLIER[accountant]
 
     def event(sigma: float) -> dp_accounting.DpEvent:
         return dp_sgd_event(b / n, sigma, steps)
@@ -369,7 +407,9 @@ def noise_multiplier_for_epsilon(
         # Bracket around the RDP answer and calibrate at the PLD discretization that
         # converges there (every pessimistic PLD bound is valid), then confirm below with
         # the adaptive estimate that get_privacy_budget reports.
-        guess = noise_multiplier_for_epsilon(target_epsilon, n, b, e, delta, accountant="rdp")
+        guess = max(noise_multiplier_for_epsilon(target_epsilon, n, b, e, delta, accountant="rdp"), lowest)
+        if epsilon(lowest) <= target_epsilon:
+            return lowest
         interval = pld_epsilon(event(guess), delta)[1]
         make = lambda: make_accountant("pld", value_discretization_interval=interval)  # noqa: E731
         low = guess / 2

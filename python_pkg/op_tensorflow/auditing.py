@@ -206,6 +206,16 @@ class AuditReport:
 # Bounds from ROC curves.
 
 
+def _rates(name: str, values) -> np.ndarray:
+    try:
+        rates = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"{name} must be an array of rates in [0, 1], got {type(values).__name__}.") from None
+    if rates.ndim > 1 or not np.all((rates >= 0) & (rates <= 1)):  # also refuses NaN
+        raise ValueError(f"{name} must be a 1-D array of rates in [0, 1], got {values!r}.")
+    return rates
+
+
 def epsilon_lower_bound(fpr, tpr, *, delta: float) -> float:
     """The empirical epsilon lower bound of a ROC curve (a point estimate), clamped at 0.
 
@@ -219,8 +229,14 @@ def epsilon_lower_bound(fpr, tpr, *, delta: float) -> float:
 
     Returns:
         The largest bound over the points, or 0.0 if no point gives a positive one.
+
+    Raises:
+        TypeError: ``fpr`` or ``tpr`` is not numeric.
+        ValueError: A rate is outside [0, 1] or NaN, the shapes differ, or ``delta`` is not in [0, 1).
     """
-    fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    fpr, tpr = _rates("fpr", fpr), _rates("tpr", tpr)
+    if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0 <= delta < 1:
+        raise ValueError(f"delta must be a number in [0, 1), got {delta!r}.")
     if fpr.shape != tpr.shape:
         raise ValueError(f"fpr and tpr must have the same shape, got {fpr.shape} and {tpr.shape}.")
     best = 0.0

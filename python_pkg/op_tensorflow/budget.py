@@ -194,9 +194,7 @@ def _validate_epsilon(epsilon) -> float:
 def _validate_path(path) -> str | None:
     if path is None:
         return None
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"path must be a str or os.PathLike naming the ledger file, got {type(path).__name__}.")
-    path = os.path.abspath(os.fspath(path))
+    path = os.path.abspath(_checks.file_path("path", path, "ledger file"))
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise ValueError(f"path {path!r}: the directory {directory!r} does not exist; create it first.")

@@ -139,7 +139,7 @@ def _interval(op: Callable, a: Bounds | None, b: Bounds | None) -> Bounds | None
     if a is None or b is None:
         return None
     corners = [op(x, y) for x in a for y in b]
-    if any(isinstance(c, float) and math.isnan(c) for c in corners):
+    if not all(math.isfinite(c) for c in corners):  # NaN or an overflow: no usable bound
         return None
     return (float(min(corners)), float(max(corners)))
 
@@ -180,8 +180,10 @@ def _is_scalar(value) -> bool:
 
 def _validate_bounds(name: str, bounds) -> Bounds:
     try:
+        if isinstance(bounds, (str, bytes)) or np.ndim(bounds[0]) or np.ndim(bounds[1]):
+            raise TypeError
         lower, upper = (float(bounds[0]), float(bounds[1]))
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
         raise ValueError(f"metadata for {name!r} must be (lower, upper) numbers or a list of categories.") from None
     if not (math.isfinite(lower) and math.isfinite(upper)) or lower > upper:
         raise ValueError(f"metadata bounds for {name!r} must be finite with lower <= upper, got {bounds!r}.")
@@ -194,19 +196,26 @@ def _laplace_event(eps: float) -> dp_accounting.DpEvent:
 
 @functools.lru_cache(maxsize=256)
 def _gaussian_noise_multiplier(eps: float, delta: float, accountant: str) -> float:
-    from op_tensorflow.accounting import make_accountant
+    from op_tensorflow.accounting import MIN_NOISE_MULTIPLIER, make_accountant
 
-    return (
-        dp_accounting.calibrate_dp_mechanism(
+    floor = MIN_NOISE_MULTIPLIER[accountant]
+
+    try:
+        sigma = dp_accounting.calibrate_dp_mechanism(
             lambda: make_accountant(accountant),
             dp_accounting.GaussianDpEvent,
             eps,
             delta,
-            dp_accounting.LowerEndpointAndGuess(1e-3, 1.0),
+            dp_accounting.LowerEndpointAndGuess(floor, 1.0),
             tol=1e-6,
         )
-        + 1e-6
-    )  # stay on the safe side of the tolerance
+    except dp_accounting.mechanism_calibration.NoBracketIntervalFoundError:
+        raise ValueError(
+            f"eps={eps:g} is too large for the Gaussian mechanism at delta={delta:g} (its noise would be below "
+            f"{floor:g} times the sensitivity, the least the {accountant} accountant computes with); use "
+            "mechanism='laplace' or a smaller eps."
+        ) from None
+    return sigma + 1e-6  # stay on the safe side of the tolerance
 
 
 class _Mechanism:
@@ -242,7 +251,22 @@ def _public_dtype(dtype):
 
 
 def _check_eps(eps) -> float:
-    return _checks.positive_float("eps", eps)
+    eps = _checks.positive_float("eps", eps)
+    if eps < 1e-100:
+        raise ValueError(f"eps must be at least 1e-100 (the answer would be noise beyond float range), got {eps!r}.")
+    return eps
+
+
+def _check_float_range(what: str, name, n_rows: int, sensitivity: float, mech: _Mechanism) -> None:
+    """Refuses, before charging, a sum whose clamped total or noise could overflow float64.
+
+    Depends on public facts only (row count, bounds, eps), so the refusal reveals nothing.
+    """
+    if not (math.isfinite(n_rows * sensitivity) and math.isfinite(1e3 * mech.scale * sensitivity)):
+        raise ValueError(
+            f"{what} of {name!r}: bounds of magnitude {sensitivity:g} over {n_rows} rows with noise scale "
+            f"{mech.scale:g} (from eps) overflow float64; use narrower bounds (metadata or .clip) or a larger eps."
+        )
 
 
 class PrivateSeries(_PrivateBase):
@@ -307,6 +331,10 @@ class PrivateSeries(_PrivateBase):
             data = op(self._numeric(method), other._numeric(method))
             bounds = bound_op(self.bounds, other.bounds)
         elif _is_scalar(other):
+            try:
+                other = float(other)  # beyond int64, pandas would fall back to Python arithmetic (ZeroDivisionError)
+            except OverflowError:
+                raise ValueError(f"{method.strip('_')}: the scalar {other!r} is beyond float range.") from None
             data = op(self._numeric(method), other)
             bounds = bound_op(self.bounds, _scalar_bounds(other))
         else:
@@ -347,14 +375,17 @@ class PrivateSeries(_PrivateBase):
 
     def count(self, *, eps: float, mechanism: str = "laplace") -> float:
         """DP number of non-missing values (sensitivity 1 under add/remove one row)."""
-        mech = _Mechanism(_check_eps(eps), mechanism, self.budget)
+        eps = _check_eps(eps)
+        mech = _Mechanism(eps, mechanism, self.budget)
         self._charge(mech.event, f"count({self.name!r}, eps={eps:g}, {mechanism})")
         return float(self._data.notna().sum()) + mech.noise(_rng(), 1.0)
 
     def sum(self, *, eps: float, mechanism: str = "laplace") -> float:
         """DP sum of values clamped to the column's bounds (sensitivity max(|lower|, |upper|))."""
         lower, upper = self._needs_bounds("sum")
-        mech = _Mechanism(_check_eps(eps), mechanism, self.budget)
+        eps = _check_eps(eps)
+        mech = _Mechanism(eps, mechanism, self.budget)
+        _check_float_range("sum", self.name, len(self), max(abs(lower), abs(upper)), mech)
         self._charge(mech.event, f"sum({self.name!r}, eps={eps:g}, {mechanism})")
         total = float(self._numeric("sum").clip(lower, upper).sum(skipna=True))
         return total + mech.noise(_rng(), max(abs(lower), abs(upper)))
@@ -364,6 +395,7 @@ class PrivateSeries(_PrivateBase):
         lower, upper = self._needs_bounds("mean")
         eps = _check_eps(eps)
         mech = _Mechanism(eps / 2, mechanism, self.budget)
+        _check_float_range("mean", self.name, len(self), max(abs(lower), abs(upper)), mech)
         event = dp_accounting.ComposedDpEvent([mech.event, mech.event])
         self._charge(event, f"mean({self.name!r}, eps={eps:g}, {mechanism})")
         rng = _rng()
@@ -417,6 +449,10 @@ class PrivateDataFrame(_PrivateBase):
             raise ValueError("df must have at least one row.")
         if df.columns.duplicated().any():
             raise ValueError(f"df has duplicate column names: {sorted(set(df.columns[df.columns.duplicated()]))}.")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(
+                f"metadata must be a dict {{column: (lower, upper) or [categories]}}, got {type(metadata).__name__}."
+            )
         checked = {}
         for name, meta in dict(metadata or {}).items():
             if name not in df.columns:
@@ -430,7 +466,13 @@ class PrivateDataFrame(_PrivateBase):
 
     @classmethod
     def from_csv(cls, path, *, metadata: Mapping | None = None, budget=None, **read_csv_kwargs) -> PrivateDataFrame:
-        """Reads a CSV file straight into a private frame (the raw frame is never returned)."""
+        """Reads a CSV file straight into a private frame (the raw frame is never returned).
+
+        ``path`` is a file name (str or os.PathLike) or an open text file; ``read_csv_kwargs``
+        go to ``pandas.read_csv``.
+        """
+        if not hasattr(path, "read"):
+            path = _checks.file_path("path", path, "CSV file")
         return cls(pd.read_csv(path, **read_csv_kwargs), metadata=metadata, budget=budget)
 
     @classmethod
@@ -473,7 +515,13 @@ class PrivateDataFrame(_PrivateBase):
         )
 
     def _check_columns(self, names: Sequence) -> None:
-        missing = [n for n in names if n not in self._data.columns]
+        def known(name) -> bool:
+            try:
+                return name in self._data.columns
+            except TypeError:  # unhashable: no column has that name
+                return False
+
+        missing = [n for n in names if not known(n)]
         if missing:
             raise KeyError(f"unknown column(s) {missing}; available: {self.columns}")
 
@@ -509,12 +557,14 @@ class PrivateDataFrame(_PrivateBase):
             self._metadata[key] = meta
 
     def drop(self, columns) -> PrivateDataFrame:
-        columns = [columns] if isinstance(columns, str) else list(columns)
+        columns = list(columns) if isinstance(columns, (list, tuple, set, pd.Index)) else [columns]
         self._check_columns(columns)
         return self._derive(self._data.drop(columns=columns))
 
     def clip(self, bounds: Mapping[str, Bounds]) -> PrivateDataFrame:
         """Clamps the named columns to public bounds, which become their metadata."""
+        if not isinstance(bounds, Mapping):
+            raise TypeError(f"bounds must be a dict {{column: (lower, upper)}}, got {type(bounds).__name__}.")
         data, meta = self._data.copy(), dict(self._metadata)
         for col, b in bounds.items():
             self._check_columns([col])
@@ -533,7 +583,8 @@ class PrivateDataFrame(_PrivateBase):
     # -- DP aggregates ----------------------------------------------------------------
     def count(self, *, eps: float, mechanism: str = "laplace") -> float:
         """DP row count (sensitivity 1 under add/remove one row)."""
-        mech = _Mechanism(_check_eps(eps), mechanism, self.budget)
+        eps = _check_eps(eps)
+        mech = _Mechanism(eps, mechanism, self.budget)
         self._charge(mech.event, f"count(rows, eps={eps:g}, {mechanism})")
         return float(len(self._data)) + mech.noise(_rng(), 1.0)
 
@@ -586,7 +637,10 @@ def train_test_split(*frames, test_size: float = 0.25, random_state=None) -> lis
     n_test = max(1, min(n - 1, int(math.ceil(test_size * n))))
     if n < 2:
         raise ValueError("train_test_split needs at least 2 rows.")
-    rng = np.random.default_rng(random_state)
+    try:
+        rng = np.random.default_rng(random_state)
+    except (TypeError, ValueError):
+        raise TypeError(f"random_state must be None or an integer >= 0, got {random_state!r}.") from None
     perm = rng.permutation(n)
     test_pos, train_pos = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     parts = []

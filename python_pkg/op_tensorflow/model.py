@@ -12,11 +12,14 @@ spent after each epoch (and metrics on ``validation_data`` only when that is pub
 
 from __future__ import annotations
 
+import contextlib
 import json
+import numbers
 import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterable
 
 import dp_accounting
 import numpy as np
@@ -37,7 +40,10 @@ _OUTPUT_BOUNDS = {"sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0), "tanh": (-1.0, 1
 
 def _per_example_loss(loss) -> tf.keras.losses.Loss:
     """The compiled loss with reduction NONE, whatever form the user gave it in."""
-    loss = tf.keras.losses.get(loss)
+    try:
+        loss = tf.keras.losses.get(loss)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"loss must be a Keras loss (instance, name or function), got {loss!r}: {err}") from None
     if isinstance(loss, tf.keras.losses.Loss):
         config = loss.get_config()
         config["reduction"] = tf.keras.losses.Reduction.NONE
@@ -78,6 +84,7 @@ class PrivateKerasModel:
             raise TypeError(f"model must be a tf.keras Model (Sequential or functional), got {type(model).__name__}.")
         self.l2_norm_clip = _checks.positive_float("l2_norm_clip", l2_norm_clip)
         self.noise_multiplier = _checks.positive_float("noise_multiplier", noise_multiplier)
+        _checks.clip_and_noise(self.l2_norm_clip, self.noise_multiplier)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}.")
         self._model = fix_model(model) if fix else model
@@ -109,7 +116,21 @@ class PrivateKerasModel:
         return self._model.get_weights()
 
     def set_weights(self, weights) -> None:
-        self._model.set_weights(weights)
+        """Sets the Keras model's weights from a list of arrays shaped like ``get_weights()``'s."""
+        expected = [w.shape for w in self._model.get_weights()]
+        if not isinstance(weights, (list, tuple)) or len(weights) != len(expected):
+            raise ValueError(
+                f"weights must be a list of {len(expected)} arrays (as get_weights() returns), got "
+                f"{type(weights).__name__}{f' of length {len(weights)}' if isinstance(weights, (list, tuple)) else ''}."
+            )
+        try:
+            arrays = [np.asarray(w, dtype=np.float32) for w in weights]
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"weights must hold numeric arrays: {err}") from None
+        shapes = [a.shape for a in arrays]
+        if shapes != expected:
+            raise ValueError(f"weights have shapes {shapes}, but the model's weights have shapes {expected}.")
+        self._model.set_weights(arrays)
 
     def summary(self, *args, **kwargs):
         return self._model.summary(*args, **kwargs)
@@ -129,7 +150,10 @@ class PrivateKerasModel:
         """
         if loss is None:
             raise ValueError("loss must be given, e.g. loss='mse' or tf.keras.losses.BinaryCrossentropy().")
-        optimizer = tf.keras.optimizers.get(optimizer)
+        try:
+            optimizer = tf.keras.optimizers.get(optimizer)
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"optimizer must be a Keras optimizer or its name, got {optimizer!r}: {err}") from None
         if _is_dp_optimizer(optimizer):
             raise ValueError(
                 f"optimizer {type(optimizer).__name__} already adds DP noise; pass its standard Keras counterpart "
@@ -245,10 +269,16 @@ class PrivateKerasModel:
         target_delta = _checks.open_unit("target_delta", target_delta)
         steps_per_execution = _checks.positive_int("steps_per_execution", steps_per_execution)
         loader, ledger = x, x.budget
-        accountant = _checks.one_of("accountant", accountant or ledger.accountant, accounting.ACCOUNTANTS)
+        accountant = _checks.one_of(
+            "accountant", ledger.accountant if accountant is None else accountant, accounting.ACCOUNTANTS
+        )
         if validation_data is not None:
             _check_public(validation_data, "validation_data")
+        if verbose not in (0, 1, 2, "auto"):
+            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}.")
         self._ensure_built(loader.input_shape)
+        if validation_data is not None:  # checked before reserving: a typo here must not cost a whole run
+            _check_validation_data(validation_data, self._model)
         if self._train_chunk is None or self._train_chunk_loader is not loader:
             self._train_chunk = self._build_train_chunk(loader)
             self._train_chunk_loader = loader
@@ -259,10 +289,11 @@ class PrivateKerasModel:
             f"DP-SGD fit: {planned_steps} steps, q={q:.6g}, noise_multiplier={sigma:g}, "
             f"l2_norm_clip={self.l2_norm_clip:g}, model {self._model.name}"
         )
-        reservation = ledger.reserve(loader.dp_event(epochs, sigma), description)  # refuses before any step
-
+        listed = callbacks if isinstance(callbacks, (list, tuple)) else [] if callbacks is None else [callbacks]
+        if not all(isinstance(c, tf.keras.callbacks.Callback) for c in listed):
+            raise TypeError(f"callbacks must be a list of tf.keras.callbacks.Callback objects, got {callbacks!r}.")
         verbose = 1 if verbose == "auto" else verbose
-        callback_list = tf.keras.callbacks.CallbackList(
+        callback_list = tf.keras.callbacks.CallbackList(  # before reserving: bad callbacks raise here
             callbacks,
             add_history=True,
             add_progbar=verbose != 0,
@@ -271,6 +302,8 @@ class PrivateKerasModel:
             epochs=epochs,
             steps=loader.steps_in_epoch(0),
         )
+        reservation = ledger.reserve(loader.dp_event(epochs, sigma), description)  # refuses before any step
+
         self._model.stop_training = False
         sampling_seed = tf.constant(loader._sampling_seed())
         noise_seed = tf.constant(self._noise_rng.integers(0, 2**62, size=2, dtype=np.int64))
@@ -338,7 +371,12 @@ class PrivateKerasModel:
             A ``PrivateDataFrame`` on the input's ledger, row-aligned with it (so it can be
             compared with the labels of the same split through DP aggregates), or a numpy array.
         """
+        batch_size = _checks.positive_int("batch_size", batch_size)
         if isinstance(x, (PrivateDataFrame, PrivateSeries)):
+            if label_columns is not None and (
+                isinstance(label_columns, (str, bytes)) or not isinstance(label_columns, Iterable)
+            ):
+                raise TypeError(f"label_columns must be a list of column names, got {label_columns!r}.")
             out = self._model.predict(self._features(x), batch_size=batch_size, verbose=verbose)
             out = out.reshape((len(out), -1))
             columns = list(range(out.shape[1])) if label_columns is None else list(label_columns)
@@ -349,7 +387,10 @@ class PrivateKerasModel:
             metadata = {c: bounds for c in columns} if bounds else {}
             return PrivateDataFrame(metadata=metadata, _source=x._source, _data=frame)
         _check_public(x, "x")
-        return self._model.predict(x, batch_size=batch_size, verbose=verbose)
+        if x is None or isinstance(x, (str, bytes, numbers.Number)):
+            raise TypeError(f"x must be private data or public arrays of features, got {type(x).__name__}.")
+        with _keras_input_errors("x"):
+            return self._model.predict(x, batch_size=batch_size, verbose=verbose)
 
     def evaluate(
         self,
@@ -367,6 +408,7 @@ class PrivateKerasModel:
         (values in [0, 1]) always, and the loss when ``loss_bound`` gives public bounds
         ``[0, loss_bound]`` for clamping it. ``eps`` is split evenly across the metrics.
         """
+        batch_size = _checks.positive_int("batch_size", batch_size)
         if isinstance(x, (PrivateDataFrame, PrivateSeries)):
             if not isinstance(y, (PrivateDataFrame, PrivateSeries)):
                 raise TypeError("y must be the private labels of the same rows as x.")
@@ -389,7 +431,9 @@ class PrivateKerasModel:
                 results[name] = series.mean(eps=share)
             return results
         _check_public(x, "x")
-        return self._model.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
+        _check_public(y, "y")
+        with _keras_input_errors("x and y"):
+            return self._model.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
 
     def _per_example_metrics(self, y_true, y_pred, loss_bound) -> dict:
         values = {}
@@ -414,11 +458,13 @@ class PrivateKerasModel:
         The temporary directory is ``.<name>.<pid>.<random>.saving`` next to ``path``; one
         left by a process killed mid-save is removed by the next save to ``path``.
         """
-        path = os.fspath(path)
+        path = _model_path(path)
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise ValueError(f"path {path!r}: directory {directory!r} does not exist.")
         name = os.path.basename(path)
+        if not name or os.path.isdir(path):
+            raise ValueError(f"path {path!r} must name a file, not a directory.")
         _remove_stale_saves(directory, name)
         with tempfile.TemporaryDirectory(dir=directory, prefix=f".{name}.{os.getpid()}.", suffix=".saving") as tmp:
             keras_path = os.path.join(tmp, "model.keras")
@@ -455,9 +501,15 @@ def _remove_stale_saves(directory: str, name: str) -> None:
         shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
 
 
+def _model_path(path) -> str:
+    return _checks.file_path("path", path, "model file")
+
+
 def load_private_model(path, *, seed=None) -> PrivateKerasModel:
     """Loads a model saved with ``PrivateKerasModel.save``: weights, architecture, privacy metadata."""
-    path = os.fspath(path)
+    path = _model_path(path)
+    if os.path.isdir(path):
+        raise ValueError(f"path {path!r} is a directory, not a model saved by PrivateKerasModel.save.")
     try:
         with zipfile.ZipFile(path) as bundle, tempfile.TemporaryDirectory() as tmp:
             meta = json.loads(bundle.read("privacy.json"))
@@ -496,6 +548,32 @@ def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     if y_true.ndim == 1 or (y_true.ndim == 2 and y_true.shape[1] == 1):
         return (np.argmax(y_pred, axis=1) == y_true.reshape(-1).astype(int)).astype(float)
     return (np.argmax(y_pred, axis=1) == np.argmax(y_true, axis=1)).astype(float)
+
+
+@contextlib.contextmanager
+def _keras_input_errors(name: str):
+    """Keras's errors for unusable public input (IndexError, KeyError, graph errors) as a ValueError naming it."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, IndexError, tf.errors.OpError) as err:
+        raise ValueError(f"{name}: the model cannot use this input ({type(err).__name__}: {err})") from None
+
+
+def _check_validation_data(data, model) -> None:
+    """Public ``(x, y)`` arrays that fit the model, checked before any budget is reserved."""
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+        raise ValueError(f"validation_data must be a public (x, y) tuple of arrays, got {type(data).__name__}.")
+    try:
+        x, y = np.asarray(data[0], dtype=np.float32), np.asarray(data[1], dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"validation_data must hold numeric arrays (x, y): {err}") from None
+    expected = model.input_shape
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+        raise ValueError(f"validation_data: x of shape {x.shape} and y of shape {y.shape} are not row-aligned arrays.")
+    if isinstance(expected, tuple) and (
+        len(expected) != x.ndim or any(e is not None and e != s for e, s in zip(expected[1:], x.shape[1:], strict=True))
+    ):
+        raise ValueError(f"validation_data: x has shape {x.shape}, but the model expects {expected}.")
 
 
 def _check_public(data, name: str) -> None:

@@ -1,9 +1,12 @@
 """TF Privacy's DP optimizers under the names users of TF Privacy and of the R blog know.
 
 ``DPKerasSGDOptimizer``, ``DPKerasAdamOptimizer`` and ``DPKerasAdagradOptimizer`` are TF Privacy's own
-objects, re-exported. ``DPAdamGaussianOptimizer`` and ``DPGradientDescentGaussianOptimizer`` are the names
-the RStudio blog "Differential Privacy with TensorFlow" (2019) uses; TF Privacy's classes of those names are
-TF1 ``tf.compat.v1.train`` optimizers that do not work with an eager Keras 2 ``model.fit``, so here they are
+factories behind a check of their DP arguments (TF Privacy itself accepts a negative ``l2_norm_clip``, a NaN
+``noise_multiplier`` or zero microbatches, and then fails, or trains without the promised guarantee, later).
+
+``DPAdamGaussianOptimizer`` and ``DPGradientDescentGaussianOptimizer`` are the names the RStudio blog
+"Differential Privacy with TensorFlow" (2019) uses; TF Privacy's classes of those names are TF1
+``tf.compat.v1.train`` optimizers that do not work with an eager Keras 2 ``model.fit``, so here they are
 thin adapters returning the equivalent Keras optimizer.
 
 All of them (TF Privacy's Keras optimizers and these adapters):
@@ -26,9 +29,9 @@ import math
 import numbers
 
 import numpy as np
-from tensorflow_privacy import DPKerasAdagradOptimizer, DPKerasAdamOptimizer, DPKerasSGDOptimizer
+import tensorflow_privacy
 
-from op_tensorflow._checks import positive_float, positive_int
+from op_tensorflow._checks import clip_and_noise, positive_float, positive_int
 
 __all__ = [
     "DPAdamGaussianOptimizer",
@@ -71,11 +74,52 @@ def _noise_multiplier(value) -> float:
 
 
 def _dp_args(l2_norm_clip, noise_multiplier, num_microbatches) -> dict:
-    return {
+    args = {
         "l2_norm_clip": positive_float("l2_norm_clip", _python_scalar("l2_norm_clip", l2_norm_clip)),
         "noise_multiplier": _noise_multiplier(noise_multiplier),
         "num_microbatches": _microbatches(num_microbatches),
     }
+    clip_and_noise(args["l2_norm_clip"], args["noise_multiplier"])  # TF Privacy keeps both in float32
+    return args
+
+
+def _learning_rate(value):
+    """A number >= 0, a Keras LearningRateSchedule or a callable (as Keras takes), else an error naming it."""
+    value = _python_scalar("learning_rate", value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"learning_rate must be a finite number >= 0, got {value!r}.")
+        return float(value)
+    if callable(value):  # a LearningRateSchedule or a zero-argument callable
+        return value
+    raise TypeError(f"learning_rate must be a number or a learning-rate schedule, got {type(value).__name__}.")
+
+
+def _checked_factory(name: str):
+    """TF Privacy's optimizer factory ``name`` with its DP arguments validated first."""
+    factory = getattr(tensorflow_privacy, name)
+
+    def make(l2_norm_clip, noise_multiplier, num_microbatches=None, gradient_accumulation_steps=1, *args, **kwargs):
+        dp = _dp_args(l2_norm_clip, noise_multiplier, num_microbatches)
+        steps = positive_int(
+            "gradient_accumulation_steps", _python_scalar("gradient_accumulation_steps", gradient_accumulation_steps)
+        )
+        if "learning_rate" in kwargs:
+            kwargs["learning_rate"] = _learning_rate(kwargs["learning_rate"])
+        return factory(dp["l2_norm_clip"], dp["noise_multiplier"], dp["num_microbatches"], steps, *args, **kwargs)
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = (
+        f"TF Privacy's ``{name}``, with ``l2_norm_clip``, ``noise_multiplier``, ``num_microbatches`` "
+        "and ``gradient_accumulation_steps`` checked (a ValueError or TypeError naming the argument) before "
+        "it is built.\n\n" + (factory.__doc__ or "")
+    )
+    return make
+
+
+DPKerasSGDOptimizer = _checked_factory("DPKerasSGDOptimizer")
+DPKerasAdamOptimizer = _checked_factory("DPKerasAdamOptimizer")
+DPKerasAdagradOptimizer = _checked_factory("DPKerasAdagradOptimizer")
 
 
 def DPAdamGaussianOptimizer(l2_norm_clip, noise_multiplier, num_microbatches=None, learning_rate=0.001, **kwargs):
@@ -100,7 +144,7 @@ def DPAdamGaussianOptimizer(l2_norm_clip, noise_multiplier, num_microbatches=Non
         A ``tensorflow_privacy.DPKerasAdamOptimizer`` instance.
     """
     dp = _dp_args(l2_norm_clip, noise_multiplier, num_microbatches)
-    return DPKerasAdamOptimizer(**dp, learning_rate=learning_rate, **kwargs)
+    return DPKerasAdamOptimizer(**dp, learning_rate=_learning_rate(learning_rate), **kwargs)
 
 
 def DPGradientDescentGaussianOptimizer(
@@ -127,4 +171,4 @@ def DPGradientDescentGaussianOptimizer(
         A ``tensorflow_privacy.DPKerasSGDOptimizer`` instance.
     """
     dp = _dp_args(l2_norm_clip, noise_multiplier, num_microbatches)
-    return DPKerasSGDOptimizer(**dp, learning_rate=learning_rate, **kwargs)
+    return DPKerasSGDOptimizer(**dp, learning_rate=_learning_rate(learning_rate), **kwargs)

@@ -28,11 +28,13 @@ instantaneous frequency) and carries motion artefacts correlated with ACC during
 
 from __future__ import annotations
 
-import os
+import math
 import pickle
 
 import numpy as np
 from scipy import signal as sps
+
+from op_tensorflow import _checks
 
 __all__ = ["FEATURES", "RATES", "WINDOWS", "load_s1", "make_sequences", "sequences_to_frame", "synthetic_s1"]
 
@@ -60,11 +62,14 @@ _ACTIVITIES = {
 _PROTOCOL = [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def _count(name: str, value, minimum: int) -> int:
+MAX_LABELS = 10**6  # about 23 days of 2-s labels, 1 GB of signals: far beyond a PPG-DaLiA subject (4603)
+
+
+def _count(name: str, value, minimum: int, maximum: int = _checks.MAX_INT) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
-    if not float(value).is_integer() or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if not math.isfinite(value) or not float(value).is_integer() or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}.")
     return int(value)
 
 
@@ -120,7 +125,7 @@ def synthetic_s1(*, n_labels: int = 4603, seed: int = 0) -> dict:
     """A synthetic subject in PPG-DaLiA's ``S1.pkl`` layout, learnable by the blog's convnet.
 
     Args:
-        n_labels: Number of 2-s heart-rate labels (S1 has 4603, about 2.5 hours).
+        n_labels: Number of 2-s heart-rate labels (S1 has 4603, about 2.5 hours), at most 10**6.
         seed: Seed of the generator; the same seed gives identical data.
 
     Returns:
@@ -128,7 +133,7 @@ def synthetic_s1(*, n_labels: int = 4603, seed: int = 0) -> dict:
         "TEMP": (n*8, 1)}}, "label": (n,), "activity": (n*8, 1), "subject": "S1 (synthetic)"}``,
         float64 arrays at 32, 64, 4 and 4 Hz; ``label`` is the heart rate in bpm.
     """
-    n = _count("n_labels", n_labels, 1)
+    n = _count("n_labels", n_labels, 1, MAX_LABELS)
     seed = _count("seed", seed, 0)
     rng = np.random.default_rng(seed)
     schedule = _schedule(rng, n)
@@ -225,7 +230,7 @@ def load_s1(path) -> dict:
     Raises:
         ValueError: The file does not hold the S1 layout (``signal/wrist`` and ``label``).
     """
-    path = os.fspath(path)
+    path = _checks.file_path("path", path, "S1.pkl file")
     with open(path, "rb") as f:
         data = pickle.load(f, encoding="latin1")  # noqa: S301 - the user's own data file
     _check_layout(data, f"path {path!r}")
@@ -308,6 +313,13 @@ def make_sequences(s1: dict, *, num_timesteps: int = 12, train_max: int = 4000) 
     }
 
 
+def _float_array(name: str, values) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise TypeError(f"{name} must be a numeric array, got {type(values).__name__} ({err}).") from None
+
+
 def sequences_to_frame(x, y, *, label: str = "heart_rate"):
     """Flattens sequences ``(n, T, k)`` to a pandas DataFrame of ``T*k`` columns plus the label.
 
@@ -316,10 +328,12 @@ def sequences_to_frame(x, y, *, label: str = "heart_rate"):
     """
     import pandas as pd
 
-    x = np.asarray(x, dtype=np.float32)
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a str naming the label column, got {type(label).__name__}.")
+    x, y = _float_array("x", x), _float_array("y", y)
     if x.ndim != 3:
         raise ValueError(f"x must have 3 dimensions (n, timesteps, features), got shape {x.shape}.")
-    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    y = y.reshape(-1)
     if len(y) != len(x):
         raise ValueError(f"x has {len(x)} sequences but y has {len(y)} labels.")
     n, steps, k = x.shape

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from op_tensorflow import _checks
 from op_tensorflow.budget import LedgerEntry, PrivacyBudget
 from op_tensorflow.errors import PrivacyError
 from op_tensorflow.frame import PrivateDataFrame, _PrivateBase
@@ -184,7 +185,7 @@ def read_rds(path: str | os.PathLike, *, metadata: Mapping | None = None, budget
         ValueError: ``path`` is not a readable ``.rds`` file.
         TypeError: The file holds something other than a data.frame.
     """
-    path = os.fspath(path)
+    path = _checks.file_path("path", path, ".rds file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path {path!r}: no such .rds file.")
     ro, _, _ = _rpy2()
@@ -248,9 +249,19 @@ def _entries_frame(entries) -> pd.DataFrame:
 
 def _array_frame(array: np.ndarray) -> pd.DataFrame:
     if array.ndim == 0:
-        raise ValueError("to_r needs an array with at least one dimension, got a 0-d array.")
+        raise ValueError("value: to_r needs an array with at least one dimension, got a 0-d array.")
     matrix = array.reshape((array.shape[0], -1)) if array.ndim != 1 else array.reshape((-1, 1))
     return pd.DataFrame(matrix, columns=[f"V{i + 1}" for i in range(matrix.shape[1])])
+
+
+def _r_scalar(key, value):
+    """``value``, as a double if it is an integer beyond 64 bits (R has no larger integers)."""
+    if isinstance(value, numbers.Integral) and not -(2**63) <= value < 2**63:
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"value[{key!r}] = {value} is beyond the range of R's numbers.") from None
+    return value
 
 
 def _public_frame(value) -> pd.DataFrame:
@@ -263,7 +274,7 @@ def _public_frame(value) -> pd.DataFrame:
     if _is_history(value):
         return _history_frame(value)
     if isinstance(value, Mapping) and value and all(_is_scalar(v) for v in value.values()):
-        return pd.DataFrame([{str(k): v for k, v in value.items()}])
+        return pd.DataFrame([{str(k): _r_scalar(k, v) for k, v in value.items()}])
     if isinstance(value, np.ndarray):
         return _array_frame(value)
     if isinstance(value, pd.Series):
@@ -271,7 +282,7 @@ def _public_frame(value) -> pd.DataFrame:
     if isinstance(value, pd.DataFrame):
         return value
     raise TypeError(
-        f"to_r converts a Keras History, a PrivacyBudget, ledger entries (budget.entries), a dict of scalars "
+        f"value: to_r converts a Keras History, a PrivacyBudget, ledger entries (budget.entries), a dict of scalars "
         f"(e.g. budget.report()), a numpy array, or a pandas Series/DataFrame; got {type(value).__name__}."
     )
 

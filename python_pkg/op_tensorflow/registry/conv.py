@@ -14,7 +14,10 @@ as in mixed ghost clipping, Bu et al. 2022). The Frobenius norm is invariant to 
 elements, so the patches from ``tf.image.extract_patches`` need not follow the kernel's layout.
 
 Supported: ``channels_last``, any ``strides``, ``dilation_rate`` and ``padding`` (``"valid"``, ``"same"``,
-and ``"causal"`` for Conv1D), with or without bias, any activation. Grouped convolutions (``groups != 1``),
+and ``"causal"`` for Conv1D), with or without bias, any activation, and grouped convolutions: with
+``groups = G`` the kernel is block-diagonal, group ``j`` mapping input channels ``j`` to output channels
+``j`` (contiguous slices), so the kernel's squared norm is the sum of the ``G`` ungrouped ones on those
+slices. (TF's own vectorization of grouped-convolution gradients fails on CPUs without oneDNN.)
 ``channels_first`` and inputs with extra batch dimensions raise ``NotImplementedError``, and the engine
 then uses :func:`op_tensorflow.registry.fallback_layer_computation` for the layer. Microbatches are not
 supported.
@@ -41,8 +44,6 @@ def _check_supported(
         raise NotImplementedError("The convolution registry function does not support microbatches.")
     if len(input_args) != 1:
         raise ValueError(f"{type(layer_instance).__name__} takes exactly one positional input.")
-    if layer_instance.groups != 1:
-        raise NotImplementedError("Grouped convolutions (groups != 1) are not supported; use the fallback.")
     if layer_instance.data_format != "channels_last":
         raise NotImplementedError("Only channels_last convolutions are supported; use the fallback.")
     rank = getattr(input_args[0], "shape", tf.TensorShape(None)).rank
@@ -175,7 +176,7 @@ def conv_layer_computation(
     """Registry function for ``tf.keras.layers.Conv1D`` and ``tf.keras.layers.Conv2D``.
 
     Args:
-        layer_instance: A built ``Conv1D`` or ``Conv2D`` (``channels_last``, ``groups == 1``).
+        layer_instance: A built ``Conv1D`` or ``Conv2D`` (``channels_last``, any ``groups``).
         input_args: ``(inputs,)`` with ``inputs`` of shape ``(batch, *spatial, C_in)``.
         input_kwargs: Extra keyword arguments of the layer call (passed through).
         tape: The recording ``tf.GradientTape``; it is made to watch ``base_vars``.
@@ -187,7 +188,7 @@ def conv_layer_computation(
         squared gradient norms (float32, shape ``(batch,)``) of the kernel and bias.
 
     Raises:
-        NotImplementedError: For microbatches, ``groups != 1``, ``channels_first`` or extra batch
+        NotImplementedError: For microbatches, ``channels_first`` or extra batch
             dimensions; the engine then falls back to the generic registry function.
     """
     _check_supported(layer_instance, input_args, num_microbatches)
@@ -199,7 +200,15 @@ def conv_layer_computation(
 
     def sqr_norm_fn(base_vars_grads: tf.Tensor) -> tf.Tensor:
         grads = _positions_first(tf.cast(base_vars_grads, tf.float32))
-        sqr_norms = kernel_sqr_norms(_input_patches(layer_instance, inputs), grads)
+        groups = layer_instance.groups
+        input_parts = tf.split(inputs, groups, axis=-1) if groups > 1 else [inputs]
+        grad_parts = tf.split(grads, groups, axis=-1) if groups > 1 else [grads]
+        sqr_norms = tf.add_n(
+            [
+                kernel_sqr_norms(_input_patches(layer_instance, part), part_grads)
+                for part, part_grads in zip(input_parts, grad_parts, strict=True)
+            ]
+        )
         if layer_instance.use_bias:
             sqr_norms += tf.reduce_sum(tf.square(tf.reduce_sum(grads, axis=1)), axis=1)
         return sqr_norms
