@@ -81,6 +81,16 @@ def test_pld_composition_matches_dp_accounting_within_one_percent():
     assert b.spent() == pytest.approx(acc.get_epsilon(DELTA), rel=0.01)
 
 
+@pytest.mark.parametrize("eps", [30.0, 1000.0])
+def test_pld_ledger_survives_large_pure_dp_queries(eps):
+    """dp_accounting's PLD raises at eps=30 (fine discretization) and returns inf at eps=1000."""
+    b = PrivacyBudget(math.inf, DELTA, accountant="pld")
+    b.charge(dp_accounting.LaplaceDpEvent(1.0 / eps), "a sharp count")
+    assert math.isfinite(b.spent()) and eps * (1 - 1e-4) <= b.spent() <= rdp_epsilon(
+        dp_accounting.LaplaceDpEvent(1.0 / eps)
+    ) * (1 + 1e-12)
+
+
 def test_composition_is_tighter_than_adding_epsilons():
     gaussian = dp_accounting.GaussianDpEvent(8.0)
     b = PrivacyBudget(100.0, DELTA)

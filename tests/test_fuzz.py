@@ -39,7 +39,10 @@ from op_tensorflow import accounting, auditing, cli, ppg, validate
 from op_tensorflow import r as op_r
 
 warnings.filterwarnings("ignore", category=ot.PrivacyWarning)
-pytestmark = pytest.mark.filterwarnings("ignore::op_tensorflow.PrivacyWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::op_tensorflow.PrivacyWarning"),
+    pytest.mark.filterwarnings("error::RuntimeWarning"),  # a silent overflow or NaN inside is a finding too
+]
 
 # OP_TF_FUZZ_EXAMPLES=500 OP_TF_FUZZ_RANDOM=1 explores further (and differently on every run).
 EXAMPLES = int(os.environ.get("OP_TF_FUZZ_EXAMPLES", "60"))
@@ -133,6 +136,7 @@ def test_get_privacy_budget_options(accountant, verbose):
         ok, eps = check_call(
             lambda: ot.get_privacy_budget(100000, 4, 1, 1.2, 1e-5, accountant=accountant, verbose=verbose),
             "accountant",
+            "verbose",
         )
     if ok:
         assert_epsilon(eps)

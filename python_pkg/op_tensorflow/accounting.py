@@ -40,6 +40,8 @@ _PLD_REFINE_FACTOR = math.sqrt(10.0)
 _PLD_MIN_INTERVAL = 1e-6
 _PLD_REL_TOL = 0.01
 _PLD_TIME_BUDGET_S = 2.0
+#: Above this RDP epsilon the PLD accountant reports the RDP bound (see ``pld_epsilon``).
+PLD_MAX_EPSILON = 50.0
 
 
 MAX_ORDER = 1e4  # RDP orders above this cost dp_accounting O(order) time and never give a smaller epsilon
@@ -134,23 +136,48 @@ def make_accountant(
 def pld_epsilon(event: dp_accounting.DpEvent, delta: float) -> tuple[float, float]:
     """Epsilon of ``event`` at ``delta`` from the PLD accountant, with converged discretization.
 
+    Every pessimistic PLD estimate is a valid upper bound, so the smallest one found is
+    reported. Two cases get the RDP bound instead (also a valid upper bound, and cheap):
+
+    * the RDP bound is already above ``PLD_MAX_EPSILON``: a PLD's size grows with the privacy
+      loss range (a Laplace query at eps=1000 takes dp_accounting seconds and returns inf),
+      and a few percent of tightness means nothing there;
+    * dp_accounting's PLD fails or returns inf at every discretization tried.
+
+    A finer discretization that fails (dp_accounting 0.4.3 can raise "deltas are not in
+    non-increasing order") ends the refinement with the coarser, valid, estimate.
+
     Returns:
-        ``(epsilon, value_discretization_interval)`` of the tightest bound found.
+        ``(epsilon, value_discretization_interval)`` of the bound reported.
     """
     check_noise_range(event, "pld")
-    best, best_interval = math.inf, None
+    rdp_bound = _rdp_epsilon(event, delta)
+    if rdp_bound > PLD_MAX_EPSILON:
+        return rdp_bound, _PLD_START_INTERVAL
+    best, best_interval = math.inf, _PLD_START_INTERVAL
     interval = _PLD_START_INTERVAL
     started = time.perf_counter()
     while interval >= _PLD_MIN_INTERVAL * 0.999:
-        with _numerical_range(repr(event)):
-            eps = make_accountant("pld", value_discretization_interval=interval).compose(event).get_epsilon(delta)
+        try:
+            with np.errstate(all="ignore"):
+                eps = make_accountant("pld", value_discretization_interval=interval).compose(event).get_epsilon(delta)
+        except (ArithmeticError, ValueError, MemoryError):
+            break
         improved_by = (best - eps) / eps if math.isfinite(best) and eps > 0 else math.inf
         if eps < best:
             best, best_interval = eps, interval
         if improved_by < _PLD_REL_TOL or time.perf_counter() - started > _PLD_TIME_BUDGET_S:
             break
         interval /= _PLD_REFINE_FACTOR
+    if not math.isfinite(best):
+        return rdp_bound, _PLD_START_INTERVAL
     return float(best), float(best_interval)
+
+
+def _rdp_epsilon(event: dp_accounting.DpEvent, delta: float) -> float:
+    check_noise_range(event, "rdp")
+    with _numerical_range(repr(event)):
+        return float(make_accountant("rdp").compose(event).get_epsilon(delta))
 
 
 def epsilon_for_event(event: dp_accounting.DpEvent, delta: float, accountant: str = "rdp") -> float:
@@ -158,9 +185,7 @@ def epsilon_for_event(event: dp_accounting.DpEvent, delta: float, accountant: st
     _checks.one_of("accountant", accountant, ACCOUNTANTS)
     if accountant == "pld":
         return pld_epsilon(event, delta)[0]
-    check_noise_range(event, "rdp")
-    with _numerical_range(repr(event)):
-        return float(make_accountant("rdp").compose(event).get_epsilon(delta))
+    return _rdp_epsilon(event, delta)
 
 
 def _validate_training(sample_size, batch_size, num_epochs, noise_multiplier, target_delta):
@@ -221,6 +246,10 @@ def get_privacy_budget(
     epsilon = training_epsilon(
         sample_size, batch_size, num_epochs, noise_multiplier, target_delta, accountant=accountant
     )
+    if isinstance(verbose, np.bool_ | np.integer):
+        verbose = bool(verbose)
+    if not isinstance(verbose, bool | int):
+        raise TypeError(f"verbose must be True or False, got {type(verbose).__name__}.")
     if verbose:
         print(budget_statement(epsilon, sample_size, batch_size, num_epochs, noise_multiplier, target_delta))
     return epsilon
@@ -279,7 +308,9 @@ def compute_rdp(q: float, noise_multiplier: float, steps: int, orders: Sequence[
     accountant = rdp.RdpAccountant(orders)
     event = dp_sgd_event(float(q), noise_multiplier, steps)
     check_noise_range(event, "rdp")
-    with _numerical_range(f"q={q!r}, noise_multiplier={noise_multiplier!r}, steps={steps!r}"):
+    # NaN from an overflow (handled below) comes with numpy's RuntimeWarning: silenced, not lost
+    what = f"q={q!r}, noise_multiplier={noise_multiplier!r}, steps={steps!r}"
+    with _numerical_range(what), np.errstate(all="ignore"):
         rdp_values = accountant.compose(event).rdp
     # dp_accounting's round-off can give -1e-15 for huge noise, and NaN (an overflow) at fractional orders
     # above about 2000: an unknown RDP is reported as infinite, which is never the optimal order.

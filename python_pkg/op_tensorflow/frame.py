@@ -254,6 +254,11 @@ def _check_eps(eps) -> float:
     eps = _checks.positive_float("eps", eps)
     if eps < 1e-100:
         raise ValueError(f"eps must be at least 1e-100 (the answer would be noise beyond float range), got {eps!r}.")
+    if eps > 1e6:
+        raise ValueError(
+            f"eps must be at most 1e6 (the noise would be below a millionth of the sensitivity, and dp_accounting "
+            f"overflows beyond), got {eps!r}."
+        )
     return eps
 
 

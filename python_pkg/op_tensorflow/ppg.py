@@ -315,7 +315,10 @@ def make_sequences(s1: dict, *, num_timesteps: int = 12, train_max: int = 4000) 
 
 def _float_array(name: str, values) -> np.ndarray:
     try:
-        return np.asarray(values, dtype=np.float32)
+        with np.errstate(over="raise"):
+            return np.asarray(values, dtype=np.float32)
+    except FloatingPointError:
+        raise ValueError(f"{name} holds values beyond float32's range (about 3.4e38).") from None
     except (TypeError, ValueError, OverflowError) as err:
         raise TypeError(f"{name} must be a numeric array, got {type(values).__name__} ({err}).") from None
 
