@@ -10,6 +10,8 @@ import os
 import sys
 import warnings
 
+import numpy as np
+
 from op_tensorflow.errors import PrivacyWarning
 
 MAX_INT = 2**53  # larger counts lose integer precision in float64 and overflow int64 in numpy
@@ -53,9 +55,9 @@ def open_unit(name: str, value) -> float:
 
 def one_of(name: str, value, allowed) -> str:
     """Returns ``value`` if it is one of ``allowed``, else raises naming the choices."""
-    try:
-        found = value in allowed
-    except (TypeError, ValueError):  # e.g. an array or Series, whose == has no single truth value
+    try:  # an array or Series is never a choice (its == compares elementwise)
+        found = np.ndim(value) == 0 and value in allowed
+    except (TypeError, ValueError):  # e.g. an unhashable value against a set of choices
         found = False
     if not found:
         choices = ", ".join(repr(a) for a in allowed)

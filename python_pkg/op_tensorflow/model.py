@@ -274,8 +274,7 @@ class PrivateKerasModel:
         )
         if validation_data is not None:
             _check_public(validation_data, "validation_data")
-        if verbose not in (0, 1, 2, "auto"):
-            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}.")
+        _checks.one_of("verbose", verbose, (0, 1, 2, "auto"))
         self._ensure_built(loader.input_shape)
         if validation_data is not None:  # checked before reserving: a typo here must not cost a whole run
             _check_validation_data(validation_data, self._model)
