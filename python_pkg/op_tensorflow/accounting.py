@@ -70,14 +70,13 @@ def _numerical_range(what: str):
         raise ValueError(
             f"dp_accounting cannot compute the privacy of {what}: {type(err).__name__}: {err}. The noise_multiplier, "
             "sampling rate or step count is outside the range it can compute with (e.g. keep noise_multiplier "
-            "between 0.01 and 1e6; the pld accountant needs noise_multiplier >= 0.1)."
+            "between 0.01 and 1e6)."
         ) from None
 
 
-#: Smallest Gaussian noise multiplier each accountant computes with. Below it epsilon exceeds 1e5
-#: (meaningless), dp_accounting's RDP series can turn NaN and loop forever, and the PLD's support
-#: grows until a single call takes minutes.
-MIN_NOISE_MULTIPLIER = {"rdp": 0.01, "pld": 0.1}
+#: Smallest Gaussian noise multiplier accounted for. Below it one step alone costs epsilon > 5000
+#: (it protects nothing), and dp_accounting 0.4.3's RDP series can turn NaN and loop forever.
+MIN_NOISE_MULTIPLIER = 0.01
 
 
 def _noise_multipliers(event: dp_accounting.DpEvent):
@@ -90,15 +89,14 @@ def _noise_multipliers(event: dp_accounting.DpEvent):
             yield from _noise_multipliers(child)
 
 
-def check_noise_range(event: dp_accounting.DpEvent, accountant: str) -> None:
-    """Raises a ValueError naming noise_multiplier if ``event`` has noise the accountant cannot handle."""
-    floor = MIN_NOISE_MULTIPLIER[accountant]
+def check_noise_range(event: dp_accounting.DpEvent) -> None:
+    """Raises a ValueError naming noise_multiplier if ``event`` has noise below ``MIN_NOISE_MULTIPLIER``."""
     for sigma in _noise_multipliers(event):
-        if 0 < sigma < floor:  # 0 is dp_accounting's own "no privacy" case (infinite epsilon)
+        if 0 < sigma < MIN_NOISE_MULTIPLIER:  # 0 is dp_accounting's own "no privacy" case (infinite epsilon)
             raise ValueError(
-                f"noise_multiplier={sigma:g} is below {floor:g}, the smallest the {accountant} accountant computes "
-                f"with: the epsilon would exceed 1e5, which protects nothing. Use noise_multiplier >= {floor:g}"
-                + (" (or accountant='rdp', which accepts >= 0.01)." if accountant == "pld" else ".")
+                f"noise_multiplier={sigma:g} is below {MIN_NOISE_MULTIPLIER:g}, the smallest accounted for: a "
+                f"single step would cost epsilon > 5000, which protects nothing (and dp_accounting's arithmetic "
+                f"can fail to terminate there). Use noise_multiplier >= {MIN_NOISE_MULTIPLIER:g}."
             )
 
 
@@ -150,8 +148,7 @@ def pld_epsilon(event: dp_accounting.DpEvent, delta: float) -> tuple[float, floa
     Returns:
         ``(epsilon, value_discretization_interval)`` of the bound reported.
     """
-    check_noise_range(event, "pld")
-    rdp_bound = _rdp_epsilon(event, delta)
+    rdp_bound = _rdp_epsilon(event, delta)  # also refuses noise below MIN_NOISE_MULTIPLIER
     if rdp_bound > PLD_MAX_EPSILON:
         return rdp_bound, _PLD_START_INTERVAL
     best, best_interval = math.inf, _PLD_START_INTERVAL
@@ -175,7 +172,7 @@ def pld_epsilon(event: dp_accounting.DpEvent, delta: float) -> tuple[float, floa
 
 
 def _rdp_epsilon(event: dp_accounting.DpEvent, delta: float) -> float:
-    check_noise_range(event, "rdp")
+    check_noise_range(event)
     with _numerical_range(repr(event)):
         return float(make_accountant("rdp").compose(event).get_epsilon(delta))
 
@@ -307,7 +304,7 @@ def compute_rdp(q: float, noise_multiplier: float, steps: int, orders: Sequence[
     orders = _validate_orders(orders)
     accountant = rdp.RdpAccountant(orders)
     event = dp_sgd_event(float(q), noise_multiplier, steps)
-    check_noise_range(event, "rdp")
+    check_noise_range(event)
     # NaN from an overflow (handled below) comes with numpy's RuntimeWarning: silenced, not lost
     what = f"q={q!r}, noise_multiplier={noise_multiplier!r}, steps={steps!r}"
     with _numerical_range(what), np.errstate(all="ignore"):
@@ -421,7 +418,7 @@ def noise_multiplier_for_epsilon(
     _checks.one_of("accountant", accountant, ACCOUNTANTS)
     steps = steps_for(n, b, e)
     tol = 1e-4
-    lowest = MIN_NOISE_MULTIPLIER[accountant]
+    lowest = MIN_NOISE_MULTIPLIER
 
     def event(sigma: float) -> dp_accounting.DpEvent:
         return dp_sgd_event(b / n, sigma, steps)

@@ -196,9 +196,8 @@ def _laplace_event(eps: float) -> dp_accounting.DpEvent:
 
 @functools.lru_cache(maxsize=256)
 def _gaussian_noise_multiplier(eps: float, delta: float, accountant: str) -> float:
-    from op_tensorflow.accounting import MIN_NOISE_MULTIPLIER, make_accountant
-
-    floor = MIN_NOISE_MULTIPLIER[accountant]
+    from op_tensorflow.accounting import MIN_NOISE_MULTIPLIER as floor
+    from op_tensorflow.accounting import make_accountant
 
     try:
         sigma = dp_accounting.calibrate_dp_mechanism(
@@ -212,7 +211,7 @@ def _gaussian_noise_multiplier(eps: float, delta: float, accountant: str) -> flo
     except dp_accounting.mechanism_calibration.NoBracketIntervalFoundError:
         raise ValueError(
             f"eps={eps:g} is too large for the Gaussian mechanism at delta={delta:g} (its noise would be below "
-            f"{floor:g} times the sensitivity, the least the {accountant} accountant computes with); use "
+            f"{floor:g} times the sensitivity, the least accounted for); use "
             "mechanism='laplace' or a smaller eps."
         ) from None
     return sigma + 1e-6  # stay on the safe side of the tolerance
