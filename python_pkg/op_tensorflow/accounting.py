@@ -240,13 +240,13 @@ def get_privacy_budget(
     Raises:
         ValueError: An argument is out of range; the message names it.
     """
-    epsilon = training_epsilon(
-        sample_size, batch_size, num_epochs, noise_multiplier, target_delta, accountant=accountant
-    )
     if isinstance(verbose, np.bool_ | np.integer):
         verbose = bool(verbose)
     if not isinstance(verbose, bool | int):
         raise TypeError(f"verbose must be True or False, got {type(verbose).__name__}.")
+    epsilon = training_epsilon(
+        sample_size, batch_size, num_epochs, noise_multiplier, target_delta, accountant=accountant
+    )
     if verbose:
         print(budget_statement(epsilon, sample_size, batch_size, num_epochs, noise_multiplier, target_delta))
     return epsilon
