@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -215,6 +216,7 @@ def build(case: Case) -> tf.keras.layers.Layer:
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_matches_per_example_loop(case: Case, caplog):
+    caplog.set_level(logging.INFO)
     layer = build(case)
     args, kwargs = case.inputs(5)
     expected_outputs = layer(*args, **kwargs)

@@ -1,21 +1,25 @@
 """Graph-side DP-SGD: per-example gradient norms, clipping and noise.
 
-One DP-SGD step on a batch ``(x, y)``:
+One DP-SGD step on a batch ``(x, y)`` takes one of two exact paths, chosen for the model by
+:mod:`op_tensorflow.preflight` before any budget is spent:
 
-1. a forward pass that, for every layer with trainable weights, records the tensor the
-   layer's fast-norm registry function needs (``op_tensorflow.registry``; layers without a
-   registry function take the vectorized per-example fallback);
-2. a first backward pass to those tensors gives every example's gradient norm over all
-   trainable variables (ghost norms: no per-example gradient is materialized for
-   registered layers);
-3. a second backward pass of the per-example losses weighted by the clip factors
-   ``min(1, C / ||g_i||)`` gives the sum of clipped per-example gradients;
-4. Gaussian noise with standard deviation ``C * noise_multiplier`` is added and the sum is
-   divided by the *expected* batch size ``q * n`` (not the realized Poisson batch size,
-   which would depend on the data).
+* **ghost norms** (the fast path, for models where every trainable variable is used by exactly one layer
+  call): a forward pass records, for every layer with trainable weights, the tensor its registry function
+  needs (:mod:`op_tensorflow.registry`; unregistered layers take the vectorized per-example fallback); a
+  first backward pass to those tensors gives every example's gradient norm (no per-example gradient is
+  materialized for registered layers); a second backward pass of the per-example losses weighted by
+  ``min(1, C / ||g_i||)`` gives the sum of clipped gradients.
+* **per-example gradients** (for shared layers, tied weights, masks, constant layer arguments and trainable
+  layers with internal randomness): each example's gradient over all variables is computed on its own
+  (``tf.vectorized_map`` over the whole model), clipped and summed. Norm and contribution come from the same
+  gradient, so they share every random draw and every use of a variable.
 
-Everything here runs inside ``tf.function`` with an unknown batch dimension, so Poisson
-batches of any size (including 0) never retrace.
+An example whose loss or gradient norm is not finite contributes zero, and the step goes on: whether
+training continues never depends on one record. Gaussian noise of standard deviation
+``C * noise_multiplier`` is then added and the sum divided by the *expected* batch size ``q * n``.
+
+Everything runs inside ``tf.function`` with an unknown batch dimension, so Poisson batches of any size
+(including 0) never retrace.
 """
 
 from __future__ import annotations
@@ -23,29 +27,36 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
-from tensorflow_privacy.privacy.fast_gradient_clipping import gradient_clipping_utils
 
+from op_tensorflow import graph
 from op_tensorflow.registry import fallback_layer_computation, make_registry
+from op_tensorflow.registry.fallback import map_over_examples
 
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
+GHOST, PER_EXAMPLE = "ghost", "per_example"
+PATHS = (GHOST, PER_EXAMPLE)
 
-def _layer_generator(tape: tf.GradientTape, registry):
-    """The per-layer hook for TF Privacy's functional-graph forward pass."""
 
-    def generator(layer, args, kwargs):
+def layer_hook(tape: tf.GradientTape, registry, *, training: bool = True):
+    """The per-layer hook of the ghost-norm forward pass: ``(layer, args, kwargs) -> (outputs, hook)``.
+
+    ``hook`` is None for layers without trainable weights, else ``(layer, base_vars, sqr_norm_fn)``.
+    """
+
+    def hook(layer, args, kwargs):
+        if graph.expects_training_arg(layer) and "training" not in kwargs:
+            kwargs = {**kwargs, "training": training}
         if not layer.trainable_variables:
-            if getattr(layer, "_expects_training_arg", False) and "training" not in kwargs:
-                kwargs = {**kwargs, "training": True}
             return layer(*args, **kwargs), None
         fn = registry.lookup(layer) if registry.is_elem(layer) else fallback_layer_computation
         try:
             base_vars, outputs, sqr_norm_fn = fn(layer, args, kwargs, tape, None)
         except NotImplementedError:  # a configuration the fast path does not cover
             base_vars, outputs, sqr_norm_fn = fallback_layer_computation(layer, args, kwargs, tape, None)
-        return outputs, (base_vars, sqr_norm_fn)
+        return outputs, (layer, base_vars, sqr_norm_fn)
 
-    return generator
+    return hook
 
 
 def per_example_losses(loss_fn: LossFn, y: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
@@ -62,6 +73,88 @@ def per_example_losses(loss_fn: LossFn, y: tf.Tensor, y_pred: tf.Tensor) -> tf.T
     return tf.reshape(losses, [-1])
 
 
+def clip_factors(norms: tf.Tensor, losses: tf.Tensor, l2_norm_clip: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(factors, ok)``: ``min(1, C / norm)`` per example, and 0 where the loss or the norm is not finite."""
+    ok = tf.logical_and(tf.math.is_finite(norms), tf.math.is_finite(tf.cast(losses, norms.dtype)))
+    factors = tf.where(ok, l2_norm_clip / tf.maximum(tf.where(ok, norms, l2_norm_clip), l2_norm_clip), 0.0)
+    return tf.stop_gradient(tf.cast(factors, tf.float32)), ok
+
+
+def ghost_norms(model, x, y, loss_fn, *, registry=None, training: bool = True):
+    """Per-example gradient norms by ghost clipping: ``(norms, losses, per_layer, tape)``.
+
+    ``per_layer`` lists ``(layer, squared norms of that layer's weights)`` for every hooked layer call;
+    ``tape`` is the persistent tape of the forward pass (the caller deletes it).
+    """
+    registry = make_registry() if registry is None else registry
+    variables = model.trainable_variables
+    tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
+    with tape:
+        tape.watch(variables)
+        outputs, hooks = graph.forward_pass(model, x, layer_hook(tape, registry, training=training))
+        losses = per_example_losses(loss_fn, y, outputs)
+        summed_loss = tf.reduce_sum(losses)
+    hooks = [h for h in hooks if h is not None]
+    base_grads = tape.gradient(summed_loss, [h[1] for h in hooks], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    # float64 sums: a finite example's squared norm may exceed float32's range even when its norm does not.
+    per_layer = [(layer, tf.cast(fn(g), tf.float64)) for (layer, _, fn), g in zip(hooks, base_grads, strict=True)]
+    squared = tf.add_n([s for _, s in per_layer]) if per_layer else tf.zeros_like(losses, tf.float64)
+    return tf.cast(tf.sqrt(squared), tf.float32), losses, per_layer, tape
+
+
+def _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training):
+    variables = model.trainable_variables
+    norms, losses, _, tape = ghost_norms(model, x, y, loss_fn, registry=registry, training=training)
+    factors, ok = clip_factors(norms, losses, l2_norm_clip)
+    grads = tape.gradient(
+        losses, variables, output_gradients=factors, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+    del tape
+    return [tf.convert_to_tensor(g) for g in grads], norms, losses, ok
+
+
+def per_example_gradients(model, x, y, loss_fn, *, training: bool = True):
+    """Each example's gradient, computed on its own: ``(grads, norms, losses)``, grads stacked on axis 0."""
+    variables = model.trainable_variables
+
+    def one(example):
+        xi, yi = example
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(variables)
+            loss = per_example_losses(loss_fn, yi[None], model(xi[None], training=training))[0]
+        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = [tf.convert_to_tensor(g) for g in grads]
+        squared = tf.add_n(
+            [tf.reduce_sum(tf.square(tf.cast(g, tf.float64))) for g in grads] or [tf.constant(0.0, tf.float64)]
+        )
+        return grads, tf.cast(tf.sqrt(squared), tf.float32), loss
+
+    signature = (
+        [tf.TensorSpec(v.shape, v.dtype) for v in variables],
+        tf.TensorSpec([], tf.float32),
+        tf.TensorSpec([], tf.float32),
+    )
+    return tf.cond(
+        tf.shape(x)[0] > 0,
+        lambda: map_over_examples(one, (x, y), signature, key=model),
+        lambda: tf.nest.map_structure(lambda s: tf.zeros([0, *s.shape], s.dtype), signature),
+    )
+
+
+def _per_example_clipped_sum(model, x, y, loss_fn, l2_norm_clip, training):
+    grads, norms, losses = per_example_gradients(model, x, y, loss_fn, training=training)
+    factors, ok = clip_factors(norms, losses, l2_norm_clip)
+    summed = []
+    for g in grads:
+        shape = tf.concat([tf.shape(ok), tf.ones([g.shape.rank - 1], tf.int32)], 0)
+        keep = tf.reshape(ok, shape)
+        # where, not a product: 0 * inf would poison the sum with one example's NaN.
+        summed.append(
+            tf.reduce_sum(tf.where(keep, g * tf.reshape(tf.cast(factors, g.dtype), shape), tf.zeros_like(g)), 0)
+        )
+    return summed, norms, losses, ok
+
+
 def clipped_gradient_sum(
     model: tf.keras.Model,
     x: tf.Tensor,
@@ -70,6 +163,8 @@ def clipped_gradient_sum(
     l2_norm_clip: float,
     *,
     registry=None,
+    path: str = GHOST,
+    training: bool = True,
 ) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
     """Sum over the batch of per-example gradients clipped to ``l2_norm_clip``.
 
@@ -81,29 +176,59 @@ def clipped_gradient_sum(
         l2_norm_clip: The clipping bound C on each example's gradient (global L2 norm over
             all trainable variables).
         registry: A fast-norm layer registry; ``registry.make_registry()`` if None.
+        path: ``"ghost"`` (ghost norms and a second backward pass) or ``"per_example"`` (each example's
+            gradient on its own); :func:`op_tensorflow.preflight.plan_clipping` chooses it.
+        training: The Keras training flag of the layer calls.
 
     Returns:
         ``(grads, norms, losses)``: the clipped gradient sum, one dense tensor per trainable
         variable of ``model``; each example's unclipped gradient norm; per-example losses.
+        Examples whose loss or norm is not finite are left out of the sum.
     """
+    if path == PER_EXAMPLE:
+        grads, norms, losses, _ = _per_example_clipped_sum(model, x, y, loss_fn, l2_norm_clip, training)
+        return grads, norms, losses
+    if path != GHOST:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}.")
     registry = make_registry() if registry is None else registry
     variables = model.trainable_variables
-    tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
-    with tape:
-        tape.watch(variables)
-        outputs, hooks = gradient_clipping_utils.model_forward_pass(model, x, _layer_generator(tape, registry))
-        losses = per_example_losses(loss_fn, y, outputs)
-        summed_loss = tf.reduce_sum(losses)
-    hooks = [h for h in hooks if h is not None]
-    base_grads = tape.gradient(summed_loss, [h[0] for h in hooks], unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    squared = [fn(g) for (_, fn), g in zip(hooks, base_grads, strict=True)]
-    norms = tf.sqrt(tf.add_n(squared)) if squared else tf.zeros_like(losses)
-    clip_factors = tf.stop_gradient(l2_norm_clip / tf.maximum(norms, l2_norm_clip))
-    grads = tape.gradient(
-        losses, variables, output_gradients=clip_factors, unconnected_gradients=tf.UnconnectedGradients.ZERO
+
+    # 0 * inf inside the second backward pass turns a weighted-out example into NaN for the whole sum, so a
+    # batch with a non-finite example is computed again without it: a loop of at most two rounds, whose body
+    # (the whole step) is traced once.
+    def body(round_, keep, grads, norms, losses):
+        g, round_norms, round_losses, ok = _ghost_clipped_sum(
+            model, tf.boolean_mask(x, keep), tf.boolean_mask(y, keep), loss_fn, l2_norm_clip, registry, training
+        )
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in g]) if g else tf.constant(True)
+        keep = tf.tensor_scatter_nd_update(keep, tf.where(keep), ok)
+        first = tf.equal(round_, 0)
+        norms, losses = tf.cond(first, lambda: (round_norms, round_losses), lambda: (norms, losses))
+        done = tf.logical_and(tf.reduce_all(ok), finite)
+        return round_ + tf.where(done, 2, 1), keep, g, norms, losses
+
+    batch = tf.shape(x)[0]
+    initial = (
+        tf.constant(0),
+        tf.ones([batch], tf.bool),
+        [tf.zeros_like(v) for v in variables],
+        tf.zeros([batch], tf.float32),
+        tf.zeros([batch], tf.float32),
     )
-    del tape
-    return [tf.convert_to_tensor(g) for g in grads], norms, losses
+    _, _, grads, norms, losses = tf.while_loop(
+        lambda round_, *_: round_ < 2,
+        body,
+        initial,
+        shape_invariants=(
+            tf.TensorShape([]),
+            tf.TensorShape([None]),
+            [v.shape for v in variables],
+            tf.TensorShape([None]),
+            tf.TensorShape([None]),
+        ),
+        maximum_iterations=2,
+    )
+    return grads, norms, losses
 
 
 def add_noise(grads: Sequence[tf.Tensor], stddev: float, seed: tf.Tensor, *, divide_by: float) -> list[tf.Tensor]:

@@ -69,6 +69,27 @@ def _float64(frame: pd.DataFrame) -> np.ndarray:
     return frame.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _column_bounds(obj: PrivateDataFrame | PrivateSeries, columns) -> list[tuple[float, float] | None]:
+    """The public ``(lower, upper)`` metadata bounds of each column (numeric categories give their range)."""
+    bounds = []
+    for col in columns:
+        meta = obj._metadata.get(col)
+        if isinstance(meta, tuple) and len(meta) == 2:
+            bounds.append((float(meta[0]), float(meta[1])))
+        elif isinstance(meta, (list, tuple)) and meta and all(isinstance(c, numbers.Real) for c in meta):
+            bounds.append((float(min(meta)), float(max(meta))))
+        else:
+            bounds.append(None)
+    return bounds
+
+
+def _clamp(x: np.ndarray, bounds: list[tuple[float, float] | None]) -> None:
+    """Clamps feature columns in place to their declared public bounds (NaN stays NaN, for the checks below)."""
+    for j, b in enumerate(bounds):
+        if b is not None:
+            np.clip(x[:, j], b[0], b[1], out=x[:, j])
+
+
 def _validate_feature_shape(feature_shape, n_features: int) -> tuple[int, ...]:
     if feature_shape is None:
         return (n_features,)
@@ -116,6 +137,9 @@ class PrivateDataLoader:
             and is public (``sample_size``, the sampling rate and the step counts reveal it);
             impute or drop rows in a data-independent way instead if that matters.
 
+    Feature columns with public metadata bounds ``(lower, upper)`` (or numeric categories) are
+    clamped to those bounds before training, so the declared bounds hold for every example.
+
     Attributes:
         sample_size: ``n``, the number of rows sampled from.
         batch_size: The expected batch size.
@@ -150,6 +174,8 @@ class PrivateDataLoader:
         "_label_columns",
         "_input_shape",
         "_label_shape",
+        "_feature_bounds",
+        "_label_bounds",
     )
 
     def __init__(
@@ -184,6 +210,9 @@ class PrivateDataLoader:
         input_shape = _validate_feature_shape(feature_shape, features.shape[1])
 
         x, y = _float64(features), _float64(labels)
+        feature_bounds = _column_bounds(feature_df, features.columns)
+        label_bounds = _column_bounds(label_df, labels.columns)
+        _clamp(x, feature_bounds)
         bad_x, bad_y = ~np.isfinite(x), ~np.isfinite(y)
         if dropna:
             keep = ~(bad_x.any(axis=1) | bad_y.any(axis=1))
@@ -224,6 +253,8 @@ class PrivateDataLoader:
         self._label_columns = list(labels.columns)
         self._input_shape = input_shape
         self._label_shape = label_shape
+        self._feature_bounds = feature_bounds
+        self._label_bounds = label_bounds
 
     @staticmethod
     def _check_aligned(feature_df, label_df) -> None:
@@ -369,8 +400,8 @@ class PrivateDataLoader:
         import tensorflow as tf
 
         x, y, n, q = tf.constant(self._x), tf.constant(self._y), self._n, self.sampling_rate
-        if q >= 1.0:
-            return lambda seed: (x, y)
+        if q >= 1.0:  # every row, with the batch dimension unknown as for Poisson batches
+            return lambda seed: tuple(tf.compat.v1.placeholder_with_default(t, [None, *t.shape[1:]]) for t in (x, y))
         chunk = int(q * n + 10 * math.sqrt(n * q * (1 - q)) + 16)
         log1m_q = math.log1p(-q)
 

@@ -27,7 +27,7 @@ import pandas as pd
 import tensorflow as tf
 from keras.src.losses import LossFunctionWrapper
 
-from op_tensorflow import _checks, accounting, clipping
+from op_tensorflow import _checks, accounting, clipping, graph, preflight
 from op_tensorflow.errors import PrivacyError
 from op_tensorflow.frame import PrivateDataFrame, PrivateSeries, _raw
 from op_tensorflow.loader import PrivateDataLoader
@@ -94,6 +94,8 @@ class PrivateKerasModel:
         self._optimizer = None
         self._train_chunk = None
         self._train_chunk_loader = None
+        self._plan = None
+        self._plan_key = None
         self._trace_count = 0
         self._events = []
         self._registry = make_registry()
@@ -150,6 +152,7 @@ class PrivateKerasModel:
         """
         if loss is None:
             raise ValueError("loss must be given, e.g. loss='mse' or tf.keras.losses.BinaryCrossentropy().")
+        loss = _single_loss(self._model, loss, kwargs)
         try:
             optimizer = tf.keras.optimizers.get(optimizer)
         except (ValueError, TypeError, KeyError) as err:
@@ -163,22 +166,37 @@ class PrivateKerasModel:
         self._model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         self._optimizer = self._model.optimizer
         self._train_chunk = None
+        self._plan = None
 
     # -- training --------------------------------------------------------------------------
     def _ensure_built(self, input_shape) -> None:
         if not self._model.built or not getattr(self._model, "inputs", None):
             self._model.build((None, *input_shape))
-        if not gradient_graph_ok(self._model):
+        if not graph.has_layer_graph(self._model):
             raise ValueError(
                 "model must be a Sequential or functional Keras model (subclassed models have no layer graph for "
                 "per-example clipping); rebuild it with the functional API."
             )
+        _check_single_output(self._model)
         expected = tuple(self._model.input_shape[1:])
         if tuple(d for d in expected) != tuple(input_shape):
             raise ValueError(
                 f"the loader's input_shape {tuple(input_shape)} does not match the model's input shape "
                 f"{expected}; use PrivateDataLoader(..., feature_shape=...) or change the model."
             )
+
+    @property
+    def clipping_plan(self) -> preflight.ClippingPlan | None:
+        """How ``fit`` clips this model (ghost norms or exact per-example gradients, and why); None before ``fit``."""
+        return self._plan
+
+    def _run_preflight(self, loader: PrivateDataLoader) -> None:
+        key = (loader.input_shape, loader._label_shape, tuple(loader._feature_bounds), tuple(loader._label_bounds))
+        if self._plan is None or self._plan_key != key:
+            self._plan = None
+            self._train_chunk = None
+            self._plan = preflight.run_preflight(self._model, self._loss_fn, loader, self._registry)
+            self._plan_key = key
 
     def _build_train_chunk(self, loader: PrivateDataLoader):
         model, optimizer, loss_fn, registry = self._model, self._optimizer, self._loss_fn, self._registry
@@ -190,6 +208,7 @@ class PrivateKerasModel:
             optimizer._create_all_weights(variables)
         sample = loader._graph_sampler()
         clip, stddev = self.l2_norm_clip, self.l2_norm_clip * self.noise_multiplier
+        path = self._plan.path
         expected_batch = float(loader.batch_size)  # q * n: the divisor must not depend on the data
 
         @tf.function(
@@ -210,7 +229,9 @@ class PrivateKerasModel:
                 # avoids TF 2.15's oneDNN convolutions returning wrong shapes for 0-row inputs.
                 grads = tf.cond(
                     tf.shape(x)[0] > 0,
-                    lambda x=x, y=y: clipping.clipped_gradient_sum(model, x, y, loss_fn, clip, registry=registry)[0],
+                    lambda x=x, y=y: clipping.clipped_gradient_sum(
+                        model, x, y, loss_fn, clip, registry=registry, path=path
+                    )[0],
                     lambda: [tf.zeros_like(v) for v in variables],
                 )
                 noisy = clipping.add_noise(
@@ -278,9 +299,15 @@ class PrivateKerasModel:
         self._ensure_built(loader.input_shape)
         if validation_data is not None:  # checked before reserving: a typo here must not cost a whole run
             _check_validation_data(validation_data, self._model)
+        self._run_preflight(loader)  # refuses unsound models before anything is spent
         if self._train_chunk is None or self._train_chunk_loader is not loader:
             self._train_chunk = self._build_train_chunk(loader)
             self._train_chunk_loader = loader
+        with _keras_input_errors("the training step"):
+            self._train_chunk.get_concrete_function()  # graph errors surface now, not after the reservation
+        if validation_data is not None:
+            with _keras_input_errors("validation_data"):  # metrics and validation shapes fail here, not at epoch 1
+                self._model.evaluate(*(np.asarray(d)[:2] for d in validation_data[:2]), verbose=0)
 
         q, sigma = loader.sampling_rate, self.noise_multiplier
         planned_steps = loader.total_steps(epochs)
@@ -301,14 +328,18 @@ class PrivateKerasModel:
             epochs=epochs,
             steps=loader.steps_in_epoch(0),
         )
-        reservation = ledger.reserve(loader.dp_event(epochs, sigma), description)  # refuses before any step
+        callback_list.on_train_begin()  # a callback's set-up error surfaces before the reservation
+        try:
+            reservation = ledger.reserve(loader.dp_event(epochs, sigma), description)  # refuses before any step
+        except BaseException:
+            callback_list.on_train_end()
+            raise
 
         self._model.stop_training = False
         sampling_seed = tf.constant(loader._sampling_seed())
         noise_seed = tf.constant(self._noise_rng.integers(0, 2**62, size=2, dtype=np.int64))
         steps_done = 0
         with reservation:
-            callback_list.on_train_begin()
             for epoch in range(epochs):
                 steps = loader.steps_in_epoch(epoch)
                 callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
@@ -521,15 +552,41 @@ def load_private_model(path, *, seed=None) -> PrivateKerasModel:
     dp_model = PrivateKerasModel(model, meta["l2_norm_clip"], meta["noise_multiplier"], seed=seed)
     dp_model.privacy.update({k: meta[k] for k in dp_model.privacy if k in meta})
     if model.optimizer is not None and model.compiled_loss is not None:
-        dp_model._loss_fn = _per_example_loss(model.compiled_loss._user_losses)
+        dp_model._loss_fn = _per_example_loss(_single_loss(model, model.compiled_loss._user_losses, {}))
         dp_model._optimizer = model.optimizer
     return dp_model
 
 
-def gradient_graph_ok(model: tf.keras.Model) -> bool:
-    from tensorflow_privacy.privacy.fast_gradient_clipping import gradient_clipping_utils
+def _check_single_output(model) -> None:
+    outputs = getattr(model, "outputs", None)
+    if outputs is not None and len(outputs) > 1:
+        raise ValueError(
+            f"model has {len(outputs)} outputs; PrivateKerasModel trains single-output models (one loss per "
+            "example). Concatenate the outputs into one tensor and write one loss over it."
+        )
 
-    return gradient_clipping_utils.has_internal_compute_graph(model)
+
+def _single_loss(model, loss, kwargs: dict):
+    """The one loss of a single-output model; refuses what the DP engine would silently ignore."""
+    if kwargs.get("loss_weights") is not None:
+        raise ValueError(
+            "loss_weights is not supported: the DP engine trains one loss per example and would ignore it. "
+            "Scale inside the loss function instead, e.g. loss=lambda y, p: 2.0 * tf.keras.losses.mse(y, p)."
+        )
+    if kwargs.get("weighted_metrics") is not None:
+        raise ValueError(
+            "weighted_metrics is not supported: DP training uses no sample weights. Pass metrics=[...] instead."
+        )
+    _check_single_output(model)
+    if isinstance(loss, dict):
+        if len(loss) != 1:
+            raise ValueError(f"loss has {len(loss)} entries; give one loss for the model's single output.")
+        loss = next(iter(loss.values()))
+    if isinstance(loss, (list, tuple)):
+        if len(loss) != 1:
+            raise ValueError(f"loss has {len(loss)} entries; give one loss for the model's single output.")
+        loss = loss[0]
+    return loss
 
 
 def _compiled_metric_names(model) -> list:

@@ -72,6 +72,7 @@ as_py_shape <- function(x) {
 # otherwise become a Python str); NULL stays NULL, a single Python object becomes [object].
 as_py_list <- function(x) {
   if (is.null(x)) return(NULL)
+  if (is.function(x)) return(list(x))  # as.list() of a function would give its formals and body
   if (inherits(x, "python.builtin.object")) {
     if (inherits(x, c("python.builtin.list", "python.builtin.tuple"))) return(x)
     return(list(x))

@@ -17,7 +17,9 @@ per-example squared L2 norms of the gradient with respect to *all* of the layer'
 
 ``make_registry()`` holds:
 
-* ``tf.keras.layers.Dense``, ``Embedding`` and ``LayerNormalization``: tensorflow-privacy's own functions
+* ``tf.keras.layers.Dense``: tensorflow-privacy's function with overflow-safe norms,
+  :mod:`op_tensorflow.registry.dense`;
+* ``tf.keras.layers.Embedding`` and ``LayerNormalization``: tensorflow-privacy's own functions
   (``LayerNormalization`` with ``center=False`` or ``scale=False``, which tensorflow-privacy's function does
   not handle, is routed to :func:`fallback_layer_computation`);
 * ``tf.keras.layers.Conv1D`` and ``Conv2D``: ours, :mod:`op_tensorflow.registry.conv`;
@@ -156,4 +158,4 @@ def make_registry() -> LayerRegistry:
 
 # Our own registry functions register themselves through `register_layer` when imported; they must be
 # imported after `register_layer` is defined.
-from op_tensorflow.registry import conv, group_norm  # noqa: E402, F401
+from op_tensorflow.registry import conv, dense, group_norm  # noqa: E402, F401

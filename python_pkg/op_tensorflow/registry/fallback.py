@@ -9,10 +9,13 @@ examples at once with ``tf.vectorized_map`` (``tf.map_fn`` if the layer cannot b
 the layer on each example as a batch of one.
 
 Limitations: the layer is re-run on every example, so it must be deterministic (no dropout with
-``training=True`` or other random ops) and free of side effects that matter (state updates, added losses).
-Every tensor of rank >= 1 among the call's positional and keyword arguments (nested structures included)
-is treated as batched along axis 0 and sliced per example; scalars and non-tensor arguments are passed
-through unchanged. Dense tensors only (no ``tf.SparseTensor``/``tf.RaggedTensor`` inputs).
+``training=True`` or other random ops) and free of side effects that matter (state updates, added losses),
+and Keras masks are not passed to the per-example calls. The preflight (:mod:`op_tensorflow.preflight`)
+sends models with random trainable layers or masks to the per-example path instead.
+Tensors among the call's positional and keyword arguments (nested structures included) whose leading
+dimension is the (unknown) batch dimension are sliced per example; constants of static shape (an attention
+mask shared by all examples), scalars and non-tensor arguments are passed through unchanged.
+Dense tensors only (no ``tf.SparseTensor``/``tf.RaggedTensor`` inputs).
 Microbatches are not supported. Only vectorization failures raised while building the graph trigger the
 ``tf.map_fn`` path (errors at run time are not caught); called eagerly, ``tf.vectorized_map`` retraces on
 every call, so use it inside ``tf.function``.
@@ -20,6 +23,9 @@ every call, so use it inside ``tf.function``.
 
 from __future__ import annotations
 
+import contextlib
+import logging as py_logging
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,12 +33,21 @@ import tensorflow as tf
 from absl import logging
 from tensorflow_privacy.privacy.fast_gradient_clipping import type_aliases
 
-__all__ = ["fallback_layer_computation"]
+__all__ = ["fallback_layer_computation", "map_over_examples"]
 
 
-def _is_batched(value: Any) -> bool:
-    """Whether a call argument is a tensor sliced per example (any tensor of rank >= 1)."""
-    return tf.is_tensor(value) and value.shape.rank != 0
+def _batched_positions(flat: list[Any]) -> list[int]:
+    """Positions of the call arguments sliced per example.
+
+    Inside the engine's ``tf.function`` the batch dimension is unknown, so a tensor whose leading dimension
+    is static (a ``(T, T)`` attention mask, say) is a constant shared by all examples, not a batch. When
+    every leading dimension is static (eager calls), tensors whose leading dimension equals the first
+    tensor's are taken as batched.
+    """
+    tensors = [(i, v) for i, v in enumerate(flat) if tf.is_tensor(v) and v.shape.rank not in (None, 0)]
+    if any(v.shape[0] is None for _, v in tensors):
+        return [i for i, v in tensors if v.shape[0] is None]
+    return [i for i, v in tensors if v.shape[0] == tensors[0][1].shape[0]]
 
 
 def _float_tensors(structure: Any) -> list[tf.Tensor]:
@@ -43,6 +58,43 @@ def _float_tensors(structure: Any) -> list[tf.Tensor]:
 def _squared_norm(grad: tf.Tensor | tf.IndexedSlices) -> tf.Tensor:
     """Squared L2 norm of a (possibly sparse) gradient, in float32."""
     return tf.reduce_sum(tf.square(tf.cast(tf.convert_to_tensor(grad), tf.float32)))
+
+
+# Layers and models whose per-example computation pfor could not vectorize: later traces go straight to the loop.
+_NOT_VECTORIZABLE: weakref.WeakSet = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_logs():
+    """pfor logs every op it fails to convert at ERROR level; the fallback below handles the failure."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(py_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def map_over_examples(fn, elems, fn_output_signature, *, key):
+    """``fn`` over axis 0 of ``elems``: ``tf.vectorized_map`` if pfor can convert it, else ``tf.map_fn``.
+
+    ``key`` (the layer or model) remembers a failed conversion, so later traces do not retry it.
+    """
+    if key not in _NOT_VECTORIZABLE:
+        try:
+            with _quiet_tensorflow_logs():
+                return tf.vectorized_map(fn, elems, fallback_to_while_loop=False)
+        except Exception as err:  # Any vectorization failure falls back to a loop.
+            _NOT_VECTORIZABLE.add(key)
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+            logging.info(
+                "Cannot vectorize per-example gradients of %s (%s: %s); using tf.map_fn.",
+                key.name,
+                type(err).__name__,
+                reason,
+            )
+    return tf.map_fn(fn, elems, fn_output_signature=fn_output_signature)
 
 
 class _PerExampleNorms:
@@ -58,7 +110,7 @@ class _PerExampleNorms:
         self._layer = layer_instance
         self._call_args = (tuple(input_args), dict(input_kwargs))
         flat = tf.nest.flatten(self._call_args)
-        self._batched_positions = [i for i, value in enumerate(flat) if _is_batched(value)]
+        self._batched_positions = _batched_positions(flat)
         self._flat_args = flat
 
     def __call__(self, grad_outputs: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -76,17 +128,7 @@ class _PerExampleNorms:
 
     def _map_over_batch(self, elems: list[tf.Tensor]) -> tf.Tensor:
         """Applies the one-example computation along axis 0, vectorized if possible."""
-        try:
-            return tf.vectorized_map(self._one_example, elems)
-        except Exception as err:  # Any vectorization failure falls back to a loop.
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-            logging.warning(
-                "Cannot vectorize per-example gradients of layer %s (%s: %s); using tf.map_fn.",
-                self._layer.name,
-                type(err).__name__,
-                reason,
-            )
-        return tf.map_fn(self._one_example, elems, fn_output_signature=tf.TensorSpec([], tf.float32))
+        return map_over_examples(self._one_example, elems, tf.TensorSpec([], tf.float32), key=self._layer)
 
     def _one_example(self, example: list[tf.Tensor]) -> tf.Tensor:
         """Squared norm of ``d<layer(x_i), g_i>/dW`` for one example (slices without the batch axis)."""
