@@ -336,3 +336,12 @@ def test_the_plan_is_reported_and_cached():
     assert plan.path == clipping.PER_EXAMPLE and "per-example" in str(plan)
     dp.fit(loader, epochs=1, verbose=0)
     assert dp.clipping_plan is plan
+
+
+def test_private_predictions_and_metrics_refuse_models_that_mix_rows():
+    pdf_x = ot.PrivateDataFrame(pd.DataFrame(np.ones((6, 3)), columns=["x0", "x1", "x2"]), budget=(10.0, 1e-5))
+    mixing = ot.PrivateKerasModel(tf.keras.Sequential([L.Input((3,)), L.Dense(2), L.Softmax(axis=0)]), 1.0, 1.1)
+    with pytest.raises(ot.PrivacyError, match="mixes examples"):
+        mixing.predict(pdf_x)
+    fine = ot.PrivateKerasModel(tf.keras.Sequential([L.Input((3,)), L.Dense(2), L.Softmax()]), 1.0, 1.1)
+    assert len(fine.predict(pdf_x)) == 6

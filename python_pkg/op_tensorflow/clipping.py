@@ -110,7 +110,8 @@ def _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training):
         losses, variables, output_gradients=factors, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
     del tape
-    return [tf.convert_to_tensor(g) for g in grads], norms, losses, ok
+    grads = [tf.ensure_shape(tf.convert_to_tensor(g), v.shape) for g, v in zip(grads, variables, strict=True)]
+    return grads, norms, losses, ok
 
 
 def per_example_gradients(model, x, y, loss_fn, *, training: bool = True):

@@ -28,9 +28,9 @@ import tensorflow as tf
 from keras.src.losses import LossFunctionWrapper
 
 from op_tensorflow import _checks, accounting, clipping, graph, preflight
-from op_tensorflow.errors import PrivacyError
+from op_tensorflow.errors import BudgetExceededError, PrivacyError
 from op_tensorflow.frame import PrivateDataFrame, PrivateSeries, _raw
-from op_tensorflow.loader import PrivateDataLoader
+from op_tensorflow.loader import PrivateDataLoader, _as_frame, _column_bounds
 from op_tensorflow.registry import make_registry
 from op_tensorflow.validate import fix_model, validate_model
 
@@ -96,6 +96,7 @@ class PrivateKerasModel:
         self._train_chunk_loader = None
         self._plan = None
         self._plan_key = None
+        self._independent_for = None
         self._trace_count = 0
         self._events = []
         self._registry = make_registry()
@@ -384,10 +385,21 @@ class PrivateKerasModel:
 
     # -- inference ------------------------------------------------------------------------
     def _features(self, frame) -> np.ndarray:
-        data = _raw(frame)
-        array = (data.to_frame() if isinstance(data, pd.Series) else data).to_numpy(dtype=np.float32)
+        """The model's input array of private rows, after checking that the model keeps rows apart.
+
+        Predictions on private data are released row by row (and DP metrics add up per-row values), so a
+        model whose output for one row depends on other rows of the batch is refused, as in ``fit``.
+        """
+        data = _as_frame(frame)
         shape = tuple(self._model.input_shape[1:])
-        return array.reshape((len(array), *shape)) if shape and None not in shape else array
+        shape = shape if shape and None not in shape else (data.shape[1],)
+        bounds = _column_bounds(frame, data.columns)
+        if self._independent_for != (shape, tuple(bounds)):
+            x, x_alt = preflight.synthetic_examples(bounds, shape)
+            with _keras_input_errors("x"):
+                preflight.check_batch_independence(self._model, None, x, None, x_alt, None)
+            self._independent_for = (shape, tuple(bounds))
+        return data.to_numpy(dtype=np.float32).reshape((len(data), *shape))
 
     def predict(self, x=None, label_columns=None, *, batch_size: int = 1024, verbose=0):
         """Predictions. Private input gives a private output; public input gives numpy.
@@ -413,7 +425,7 @@ class PrivateKerasModel:
             if len(columns) != out.shape[1]:
                 raise ValueError(f"label_columns has {len(columns)} names but the model has {out.shape[1]} outputs.")
             frame = pd.DataFrame(out, index=_raw(x).index, columns=columns)
-            bounds = _OUTPUT_BOUNDS.get(getattr(self._model.layers[-1].activation, "__name__", None))
+            bounds = _OUTPUT_BOUNDS.get(getattr(getattr(self._model.layers[-1], "activation", None), "__name__", None))
             metadata = {c: bounds for c in columns} if bounds else {}
             return PrivateDataFrame(metadata=metadata, _source=x._source, _data=frame)
         _check_public(x, "x")
@@ -608,10 +620,13 @@ def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _keras_input_errors(name: str):
-    """Keras's errors for unusable public input (IndexError, KeyError, graph errors) as a ValueError naming it."""
+    """Keras's errors for unusable public input (IndexError, KeyError, graph errors, a failing metric function)
+    as a ValueError naming it; op_tensorflow's own refusals pass unchanged."""
     try:
         yield
-    except (ValueError, TypeError, KeyError, IndexError, tf.errors.OpError) as err:
+    except (PrivacyError, BudgetExceededError):
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError, tf.errors.OpError) as err:
         raise ValueError(f"{name}: the model cannot use this input ({type(err).__name__}: {err})") from None
 
 

@@ -21,16 +21,25 @@ naming the cause, and nothing was spent.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import Counter
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context as tf_context
 
 from op_tensorflow import clipping, graph
 from op_tensorflow.errors import PrivacyError
 
-__all__ = ["ClippingPlan", "check_batch_independence", "plan_clipping", "run_preflight", "synthetic_batch"]
+__all__ = [
+    "ClippingPlan",
+    "check_batch_independence",
+    "plan_clipping",
+    "run_preflight",
+    "synthetic_batch",
+    "synthetic_examples",
+]
 
 SYNTHETIC_EXAMPLES = 5
 _RTOL, _ATOL = 1e-3, 1e-5
@@ -53,26 +62,38 @@ class ClippingPlan:
         return "exact per-example gradients, because " + "; ".join(self.reasons)
 
 
-def _values(bounds, shape, rng, integers) -> np.ndarray:
-    columns = []
-    for b in bounds:
+def _columns(bounds, size: int, rng, integers: int) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` rows of synthetic column values, and the same rows with row 0 changed in every column.
+
+    Unbounded columns get integers in ``[0, integers)``; bounded columns uniform values within the bounds.
+    """
+    rows, changed = np.empty((size, len(bounds)), np.float32), np.empty(len(bounds), np.float32)
+    for j, b in enumerate(bounds):
         if b is None:
-            columns.append(rng.integers(0, integers, shape[0]).astype(np.float32))
+            rows[:, j] = rng.integers(0, integers, size)
+            changed[j] = (rows[0, j] + rng.integers(1, integers)) % integers
         else:
-            columns.append(rng.uniform(b[0], b[1], shape[0]).astype(np.float32))
-    return np.stack(columns, axis=1).reshape(shape)
+            rows[:, j] = rng.uniform(b[0], b[1], size)
+            changed[j] = b[0] + b[1] - rows[0, j] if b[1] > b[0] else b[0]  # mirrored: differs unless degenerate
+    altered = rows.copy()
+    altered[0] = changed
+    return rows, altered
+
+
+def synthetic_examples(bounds, shape, *, size: int = SYNTHETIC_EXAMPLES, seed: int = 0, integers: int = 4):
+    """``(batch, altered)``: ``size`` synthetic examples of per-example ``shape``, and a copy whose example 0
+    differs in every column. Unbounded columns are small integers (valid indices for any Embedding with at
+    least ``integers`` rows, zeros included for masks)."""
+    rows, altered = _columns(bounds, size, np.random.default_rng(seed), integers)
+    return tf.constant(rows.reshape((size, *shape))), tf.constant(altered.reshape((size, *shape)))
 
 
 def synthetic_batch(loader, size: int = SYNTHETIC_EXAMPLES, seed: int = 0):
-    """``(x, y)`` of ``size`` public synthetic examples with the loader's shapes, and a second batch whose
-    example 0 differs. Unbounded features are small integers (valid indices for any Embedding with at
-    least 4 rows, zeros included for masks); unbounded labels are 0 or 1."""
-    rng = np.random.default_rng(seed)
-    x = _values(loader._feature_bounds, (size + 1, *loader._input_shape), rng, 4)
-    y = _values(loader._label_bounds, (size + 1, *loader._label_shape), rng, 2)
-    x_alt, y_alt = x[1:].copy(), y[1:].copy()
-    x_alt[0], y_alt[0] = x[0], y[0]
-    return tf.constant(x[1:]), tf.constant(y[1:]), tf.constant(x_alt), tf.constant(y_alt)
+    """``(x, y, x_alt, y_alt)``: public synthetic examples with the loader's shapes (within its columns'
+    metadata bounds; unbounded labels are 0 or 1), and the same batch with example 0 changed."""
+    x, x_alt = synthetic_examples(loader._feature_bounds, loader._input_shape, size=size, seed=seed)
+    y, y_alt = synthetic_examples(loader._label_bounds, loader._label_shape, size=size, seed=seed + 1, integers=2)
+    return x, y, x_alt, y_alt
 
 
 def _close(a, b) -> np.ndarray:
@@ -133,28 +154,18 @@ def plan_clipping(model: tf.keras.Model, x: tf.Tensor) -> ClippingPlan:
 # ---------------------------------------------------------------------------------- batch independence
 
 
-def _outputs_and_losses(model, loss_fn, x, y, training):
-    outputs = model(x, training=training)
-    return tf.nest.flatten(outputs), clipping.per_example_losses(loss_fn, y, outputs)
-
-
 def check_batch_independence(model, loss_fn, x, y, x_alt, y_alt) -> None:
-    """Refuses a model or loss under which one example's outputs or loss depend on another example."""
+    """Refuses a model or loss under which one example's outputs or loss depend on another example.
+
+    With ``loss_fn`` None only the outputs are checked (for predictions on private data).
+    """
     n = int(x.shape[0])
-    for training in (False, True):
-        seeded = training and _needs_seed(model, x)
-        if seeded:
-            tf.random.set_seed(1)
-        outputs, losses = _outputs_and_losses(model, loss_fn, x, y, training)
-        if seeded:
-            tf.random.set_seed(1)
-        outputs_alt, losses_alt = _outputs_and_losses(model, loss_fn, x_alt, y_alt, training)
-        if losses.shape[0] != n:
-            raise PrivacyError(
-                f"the loss returns {losses.shape[0]} value(s) for a batch of {n} examples: DP-SGD needs one loss per "
-                "example (reduction over the batch is done by the engine). Return a per-example loss, e.g. "
-                "tf.reduce_mean(tf.square(y_true - y_pred), axis=-1)."
-            )
+    for training in (False, True) if loss_fn is not None else (False,):
+        with _same_random_draws(training and _is_random(model, x)) as reseed:
+            reseed()
+            outputs = tf.nest.flatten(model(x, training=training))
+            reseed()
+            outputs_alt = tf.nest.flatten(model(x_alt, training=training))
         moved = [i for i, (a, b) in enumerate(zip(outputs, outputs_alt, strict=True)) if not _close(a[1:], b[1:]).all()]
         mode = "training" if training else "inference"
         if moved:
@@ -164,6 +175,23 @@ def check_batch_independence(model, loss_fn, x, y, x_alt, y_alt) -> None:
                 "Per-example clipping cannot bound one example's influence then. Use layers that act on each "
                 "example alone (for BatchNormalization: op_tensorflow.fix_model(model))."
             )
+        if loss_fn is None:
+            continue
+        losses = clipping.per_example_losses(loss_fn, y, outputs[0])
+        losses_alt = clipping.per_example_losses(loss_fn, y_alt, outputs_alt[0])
+        if losses.shape[0] != n:
+            raise PrivacyError(
+                f"the loss returns {losses.shape[0]} value(s) for a batch of {n} examples: DP-SGD needs one loss per "
+                "example (reduction over the batch is done by the engine). Return a per-example loss, e.g. "
+                "tf.reduce_mean(tf.square(y_true - y_pred), axis=-1)."
+            )
+        if not training and not np.isfinite(losses.numpy()).any():
+            raise ValueError(
+                f"the loss is not finite (NaN or inf) for any of {n} public synthetic examples, so every private "
+                "example would likely contribute nothing (examples with a non-finite loss are left out of the "
+                "gradient sum). Check the loss function; declare the features' ranges as metadata=... if the "
+                "model needs inputs in a range."
+            )
         if not _close(losses[1:], losses_alt[1:]).all():
             raise PrivacyError(
                 "the loss mixes examples: changing one example changed the loss of other examples (it uses a batch "
@@ -172,7 +200,23 @@ def check_batch_independence(model, loss_fn, x, y, x_alt, y_alt) -> None:
             )
 
 
-def _needs_seed(model, x) -> bool:
+@contextlib.contextmanager
+def _same_random_draws(needed: bool):
+    """Yields ``reseed()``, which makes the next model call draw the same random numbers as the last one.
+
+    TensorFlow's global seed is restored afterwards, so the user's own seeding is unchanged.
+    """
+    if not needed:
+        yield lambda: None
+        return
+    previous = tf_context.global_seed()
+    try:
+        yield lambda: tf.random.set_seed(1)
+    finally:
+        tf.random.set_seed(previous)
+
+
+def _is_random(model, x) -> bool:
     a = tf.nest.flatten(model(x, training=True))
     b = tf.nest.flatten(model(x, training=True))
     return not all(_close(u, v).all() for u, v in zip(a, b, strict=True))

@@ -160,3 +160,26 @@ test_that("BatchNormalization is refused, and fix_model makes the model trainabl
   expect_identical(names(h), c("epoch", "epsilon"))
   expect_equal(h$epsilon, get_privacy_budget(40, 8, 1, 1.1, 1e-5, verbose = FALSE), tolerance = 1e-12)
 })
+
+test_that("an R function as metric, bad validation data and a model mixing examples fail before any budget is spent", {
+  skip_if_no_op_tensorflow()
+  pdf <- make_pdf(100, epsilon = 10, delta = 1e-5)
+  k <- keras_module()
+  loader <- private_data_loader(pdf[c("x1", "x2")], pdf$y, batch_size = 10)
+  public <- make_df(20, seed = 3)
+  validation <- list(as.matrix(public[c("x1", "x2")]), public$y)
+  model <- private_keras_model(k$Sequential(list(k$layers$Dense(1L, input_shape = list(2L)))))
+  # an R function is passed on as one metric (not mangled into its formals); Keras cannot trace it in a graph
+  dp_compile(model, optimizer = "sgd", loss = "mse", metrics = function(y_true, y_pred) mean(abs(y_true - y_pred)))
+  expect_error(dp_fit(model, loader, epochs = 3, validation_data = validation), "validation_data")
+  expect_equal(spent(pdf), 0)
+  dp_compile(model, optimizer = "sgd", loss = "mse")
+  expect_error(dp_fit(model, loader, epochs = 3, validation_data = list(validation[[1]][, 1, drop = FALSE], public$y)),
+               "validation_data")
+  expect_equal(spent(pdf), 0)
+  mixing <- private_keras_model(k$Sequential(list(k$layers$Dense(2L, input_shape = list(2L)),
+                                                  k$layers$Softmax(axis = 0L), k$layers$Dense(1L))))
+  dp_compile(mixing, optimizer = "sgd", loss = "mse")
+  expect_error(dp_fit(mixing, loader, epochs = 3), "mixes examples", class = "PrivacyError")
+  expect_equal(spent(pdf), 0)
+})
