@@ -88,6 +88,7 @@ bench: setup
 	$(PY) bench/bench_accounting.py
 	$(PY) bench/bench_loader.py
 	$(PY) bench/bench_model.py
+	$(PY) bench/bench_preflight.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .rcheck

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import op_tensorflow as ot
 from op_tensorflow import clipping, preflight
+from op_tensorflow.registry import make_registry
 from op_tensorflow.registry.fallback import _batched_positions
 
 warnings.filterwarnings("ignore", category=ot.PrivacyWarning)
@@ -183,11 +184,14 @@ def batch_mean_model():
     return tf.keras.Model(inputs, L.Dense(1)(L.Lambda(lambda t: t - tf.reduce_mean(t, axis=0))(inputs)))
 
 
-def training_only_mixing_model():
-    class MixInTraining(L.Layer):
-        def call(self, t, training=None):
-            return t - tf.reduce_mean(t, axis=0) if training else t
+class MixInTraining(L.Layer):
+    """Subtracts the batch mean in training mode only."""
 
+    def call(self, t, training=None):
+        return t - tf.reduce_mean(t, axis=0) if training else t
+
+
+def training_only_mixing_model():
     inputs = L.Input((3,))
     return tf.keras.Model(inputs, L.Dense(1)(MixInTraining()(inputs)))
 
@@ -345,3 +349,25 @@ def test_private_predictions_and_metrics_refuse_models_that_mix_rows():
         mixing.predict(pdf_x)
     fine = ot.PrivateKerasModel(tf.keras.Sequential([L.Input((3,)), L.Dense(2), L.Softmax()]), 1.0, 1.1)
     assert len(fine.predict(pdf_x)) == 6
+
+
+def test_the_norm_self_check_routes_a_wrong_registry_function_to_the_exact_path_and_names_the_layer():
+    from op_tensorflow.registry import _REGISTERED, dense, register_layer
+
+    class HalvedDense(L.Dense):
+        """A Dense subclass with a deliberately wrong fast-norm function (half the true squared norm)."""
+
+    def halved(layer, args, kwargs, tape, num_microbatches=None):
+        base_vars, outputs, sqr_norm_fn = dense.dense_computation(layer, args, kwargs, tape, num_microbatches)
+        return base_vars, outputs, lambda g: 0.5 * sqr_norm_fn(g)
+
+    register_layer(HalvedDense)(halved)
+    try:
+        tf.keras.utils.set_random_seed(0)
+        model = tf.keras.Sequential([L.Input((3,)), HalvedDense(4, activation="tanh", name="halved"), L.Dense(1)])
+        loss = tf.keras.losses.MeanSquaredError(reduction="none")
+        plan = preflight.run_preflight(model, loss, private_loader(), make_registry())
+    finally:
+        _REGISTERED.pop(HalvedDense)
+    assert plan.path == clipping.PER_EXAMPLE
+    assert "['halved']" in plan.reasons[0] and "did not match" in plan.reasons[0]
