@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import op_tensorflow as ot
 from op_tensorflow import preflight
-from op_tensorflow.model import _per_example_loss
+from op_tensorflow.arguments import per_example_loss
 from op_tensorflow.registry import make_registry
 
 warnings.filterwarnings("ignore", category=ot.PrivacyWarning)
@@ -58,7 +58,7 @@ def time_preflight(build, loader, repeat: int = 3) -> float:
     for _ in range(repeat):
         model = build()
         start = time.perf_counter()
-        preflight.run_preflight(model, _per_example_loss("mse"), loader, make_registry())
+        preflight.run_preflight(model, per_example_loss("mse"), loader, make_registry())
         best = min(best, time.perf_counter() - start)
     return best
 

@@ -58,8 +58,9 @@ import tensorflow as tf
 from sklearn.exceptions import ConvergenceWarning
 
 from op_tensorflow import _checks, accounting, clipping
+from op_tensorflow.arguments import per_example_loss
 from op_tensorflow.frame import PrivateDataFrame, _raw
-from op_tensorflow.model import PrivateKerasModel, _per_example_loss
+from op_tensorflow.model import PrivateKerasModel
 
 __all__ = ["ATTACK_TYPES", "AttackResult", "AuditReport", "audit", "epsilon_lower_bound"]
 
@@ -379,7 +380,7 @@ def _loss_fn(model) -> tuple[tf.keras.Model, object]:
             raise ValueError("model is not compiled: call model.compile(loss=...) so its per-example loss is known.")
         if isinstance(loss, (dict, list, tuple)):
             raise ValueError("model has several losses (one per output); audit supports single-output models.")
-        return model, _per_example_loss(loss)
+        return model, per_example_loss(loss)
     raise TypeError(f"model must be a PrivateKerasModel or a tf.keras Model, got {type(model).__name__}.")
 
 

@@ -12,49 +12,21 @@ spent after each epoch (and metrics on ``validation_data`` only when that is pub
 
 from __future__ import annotations
 
-import contextlib
-import json
 import numbers
-import os
-import shutil
-import tempfile
-import zipfile
 from collections.abc import Iterable
 
 import dp_accounting
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from keras.src.losses import LossFunctionWrapper
 
-from op_tensorflow import _checks, accounting, clipping, graph, preflight
-from op_tensorflow.errors import BudgetExceededError, PrivacyError
+from op_tensorflow import _checks, accounting, arguments, clipping, graph, preflight, saving
 from op_tensorflow.frame import PrivateDataFrame, PrivateSeries, _raw
 from op_tensorflow.loader import PrivateDataLoader, _as_frame, _column_bounds
 from op_tensorflow.registry import make_registry
 from op_tensorflow.validate import fix_model, validate_model
 
-FORMAT = "op_tensorflow.private_model"
 _OUTPUT_BOUNDS = {"sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0), "tanh": (-1.0, 1.0)}
-
-
-def _per_example_loss(loss) -> tf.keras.losses.Loss:
-    """The compiled loss with reduction NONE, whatever form the user gave it in."""
-    try:
-        loss = tf.keras.losses.get(loss)
-    except (ValueError, TypeError, KeyError) as err:
-        raise ValueError(f"loss must be a Keras loss (instance, name or function), got {loss!r}: {err}") from None
-    if isinstance(loss, tf.keras.losses.Loss):
-        config = loss.get_config()
-        config["reduction"] = tf.keras.losses.Reduction.NONE
-        return type(loss).from_config(config)
-    if callable(loss):
-        return LossFunctionWrapper(loss, reduction=tf.keras.losses.Reduction.NONE, name=getattr(loss, "__name__", None))
-    raise ValueError(f"loss must be a Keras loss (instance, class name string or function), got {loss!r}.")
-
-
-def _is_dp_optimizer(optimizer) -> bool:
-    return any(c.__name__.startswith("DP") and "tensorflow_privacy" in c.__module__ for c in type(optimizer).__mro__)
 
 
 class PrivateKerasModel:
@@ -153,17 +125,17 @@ class PrivateKerasModel:
         """
         if loss is None:
             raise ValueError("loss must be given, e.g. loss='mse' or tf.keras.losses.BinaryCrossentropy().")
-        loss = _single_loss(self._model, loss, kwargs)
+        loss = arguments.single_loss(self._model, loss, kwargs)
         try:
             optimizer = tf.keras.optimizers.get(optimizer)
         except (ValueError, TypeError, KeyError) as err:
             raise ValueError(f"optimizer must be a Keras optimizer or its name, got {optimizer!r}: {err}") from None
-        if _is_dp_optimizer(optimizer):
+        if arguments.is_dp_optimizer(optimizer):
             raise ValueError(
                 f"optimizer {type(optimizer).__name__} already adds DP noise; pass its standard Keras counterpart "
                 "(e.g. tf.keras.optimizers.Adam): PrivateKerasModel clips and adds noise itself."
             )
-        self._loss_fn = _per_example_loss(loss)
+        self._loss_fn = arguments.per_example_loss(loss)
         self._model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         self._optimizer = self._model.optimizer
         self._train_chunk = None
@@ -178,7 +150,7 @@ class PrivateKerasModel:
                 "model must be a Sequential or functional Keras model (subclassed models have no layer graph for "
                 "per-example clipping); rebuild it with the functional API."
             )
-        _check_single_output(self._model)
+        arguments.check_single_output(self._model)
         expected = tuple(self._model.input_shape[1:])
         if tuple(d for d in expected) != tuple(input_shape):
             raise ValueError(
@@ -295,19 +267,23 @@ class PrivateKerasModel:
             "accountant", ledger.accountant if accountant is None else accountant, accounting.ACCOUNTANTS
         )
         if validation_data is not None:
-            _check_public(validation_data, "validation_data")
+            arguments.check_public(validation_data, "validation_data")
         _checks.one_of("verbose", verbose, (0, 1, 2, "auto"))
         self._ensure_built(loader.input_shape)
         if validation_data is not None:  # checked before reserving: a typo here must not cost a whole run
-            _check_validation_data(validation_data, self._model)
+            arguments.check_validation_data(validation_data, self._model)
         self._run_preflight(loader)  # refuses unsound models before anything is spent
+        if verbose != 0 and self._plan.path != clipping.GHOST:
+            print(f"PrivateKerasModel: clipping with {self._plan}.")
         if self._train_chunk is None or self._train_chunk_loader is not loader:
             self._train_chunk = self._build_train_chunk(loader)
             self._train_chunk_loader = loader
-        with _keras_input_errors("the training step"):
+        with arguments.keras_input_errors("the training step"):
             self._train_chunk.get_concrete_function()  # graph errors surface now, not after the reservation
         if validation_data is not None:
-            with _keras_input_errors("validation_data"):  # metrics and validation shapes fail here, not at epoch 1
+            with arguments.keras_input_errors(
+                "validation_data"
+            ):  # metrics and validation shapes fail here, not at epoch 1
                 self._model.evaluate(*(np.asarray(d)[:2] for d in validation_data[:2]), verbose=0)
 
         q, sigma = loader.sampling_rate, self.noise_multiplier
@@ -396,7 +372,7 @@ class PrivateKerasModel:
         bounds = _column_bounds(frame, data.columns)
         if self._independent_for != (shape, tuple(bounds)):
             x, x_alt = preflight.synthetic_examples(bounds, shape)
-            with _keras_input_errors("x"):
+            with arguments.keras_input_errors("x"):
                 preflight.check_batch_independence(self._model, None, x, None, x_alt, None)
             self._independent_for = (shape, tuple(bounds))
         return data.to_numpy(dtype=np.float32).reshape((len(data), *shape))
@@ -428,10 +404,10 @@ class PrivateKerasModel:
             bounds = _OUTPUT_BOUNDS.get(getattr(getattr(self._model.layers[-1], "activation", None), "__name__", None))
             metadata = {c: bounds for c in columns} if bounds else {}
             return PrivateDataFrame(metadata=metadata, _source=x._source, _data=frame)
-        _check_public(x, "x")
+        arguments.check_public(x, "x")
         if x is None or isinstance(x, (str, bytes, numbers.Number)):
             raise TypeError(f"x must be private data or public arrays of features, got {type(x).__name__}.")
-        with _keras_input_errors("x"):
+        with arguments.keras_input_errors("x"):
             return self._model.predict(x, batch_size=batch_size, verbose=verbose)
 
     def evaluate(
@@ -472,9 +448,9 @@ class PrivateKerasModel:
                 series = PrivateSeries(pd.Series(per_example, index=index, name=name), x._source, {name: bounds})
                 results[name] = series.mean(eps=share)
             return results
-        _check_public(x, "x")
-        _check_public(y, "y")
-        with _keras_input_errors("x and y"):
+        arguments.check_public(x, "x")
+        arguments.check_public(y, "y")
+        with arguments.keras_input_errors("x and y"):
             return self._model.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
 
     def _per_example_metrics(self, y_true, y_pred, loss_bound) -> dict:
@@ -483,12 +459,14 @@ class PrivateKerasModel:
             bound = _checks.positive_float("loss_bound", loss_bound)
             losses = clipping.per_example_losses(self._loss_fn, tf.constant(y_true), tf.constant(y_pred)).numpy()
             values["loss"] = (np.clip(losses, 0.0, bound), (0.0, bound))
-        names = [m if isinstance(m, str) else getattr(m, "name", None) for m in _compiled_metric_names(self._model)]
+        names = [
+            m if isinstance(m, str) else getattr(m, "name", None) for m in arguments.compiled_metric_names(self._model)
+        ]
         if any(
             n in ("accuracy", "acc", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy")
             for n in names
         ):
-            values["accuracy"] = (_accuracy(y_true, y_pred), (0.0, 1.0))
+            values["accuracy"] = (arguments.accuracy(y_true, y_pred), (0.0, 1.0))
         return values
 
     # -- persistence ----------------------------------------------------------------------
@@ -500,154 +478,17 @@ class PrivateKerasModel:
         The temporary directory is ``.<name>.<pid>.<random>.saving`` next to ``path``; one
         left by a process killed mid-save is removed by the next save to ``path``.
         """
-        path = _model_path(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ValueError(f"path {path!r}: directory {directory!r} does not exist.")
-        name = os.path.basename(path)
-        if not name or os.path.isdir(path):
-            raise ValueError(f"path {path!r} must name a file, not a directory.")
-        _remove_stale_saves(directory, name)
-        with tempfile.TemporaryDirectory(dir=directory, prefix=f".{name}.{os.getpid()}.", suffix=".saving") as tmp:
-            keras_path = os.path.join(tmp, "model.keras")
-            # save_format pinned: Keras 2.15 otherwise falls back to HDF5 in a thread that ran load_model.
-            self._model.save(keras_path, save_format="keras_v3")
-            meta = {"format": FORMAT, "version": 1, **self.privacy}
-            staged = os.path.join(tmp, "bundle.zip")
-            with zipfile.ZipFile(staged, "w") as bundle:
-                bundle.write(keras_path, "model.keras")
-                bundle.writestr("privacy.json", json.dumps(meta, indent=1))
-            with open(staged, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(staged, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _remove_stale_saves(directory: str, name: str) -> None:
-    """Deletes the temporary directories of saves to ``name`` whose process is gone (killed mid-save)."""
-    for entry in os.listdir(directory):
-        parts = entry[len(name) + 2 :].split(".") if entry.startswith(f".{name}.") else []
-        if len(parts) != 3 or parts[2] != "saving" or not parts[0].isdigit():
-            continue
-        try:
-            os.kill(int(parts[0]), 0)
-            continue  # the saving process is alive (its save may be in progress)
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError):
-            continue
-        shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
-
-
-def _model_path(path) -> str:
-    return _checks.file_path("path", path, "model file")
+        saving.write_bundle(self._model, {"format": saving.FORMAT, "version": 1, **self.privacy}, path)
 
 
 def load_private_model(path, *, seed=None) -> PrivateKerasModel:
     """Loads a model saved with ``PrivateKerasModel.save``: weights, architecture, privacy metadata."""
-    path = _model_path(path)
-    if os.path.isdir(path):
-        raise ValueError(f"path {path!r} is a directory, not a model saved by PrivateKerasModel.save.")
-    try:
-        with zipfile.ZipFile(path) as bundle, tempfile.TemporaryDirectory() as tmp:
-            meta = json.loads(bundle.read("privacy.json"))
-            bundle.extract("model.keras", tmp)
-            model = tf.keras.models.load_model(os.path.join(tmp, "model.keras"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"path {path!r} is not a model saved by PrivateKerasModel.save: {err}") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"path {path!r} is not a model saved by PrivateKerasModel.save.")
+    model, meta = saving.read_bundle(path)
     dp_model = PrivateKerasModel(model, meta["l2_norm_clip"], meta["noise_multiplier"], seed=seed)
     dp_model.privacy.update({k: meta[k] for k in dp_model.privacy if k in meta})
     if model.optimizer is not None and model.compiled_loss is not None:
-        dp_model._loss_fn = _per_example_loss(_single_loss(model, model.compiled_loss._user_losses, {}))
+        dp_model._loss_fn = arguments.per_example_loss(
+            arguments.single_loss(model, model.compiled_loss._user_losses, {})
+        )
         dp_model._optimizer = model.optimizer
     return dp_model
-
-
-def _check_single_output(model) -> None:
-    outputs = getattr(model, "outputs", None)
-    if outputs is not None and len(outputs) > 1:
-        raise ValueError(
-            f"model has {len(outputs)} outputs; PrivateKerasModel trains single-output models (one loss per "
-            "example). Concatenate the outputs into one tensor and write one loss over it."
-        )
-
-
-def _single_loss(model, loss, kwargs: dict):
-    """The one loss of a single-output model; refuses what the DP engine would silently ignore."""
-    if kwargs.get("loss_weights") is not None:
-        raise ValueError(
-            "loss_weights is not supported: the DP engine trains one loss per example and would ignore it. "
-            "Scale inside the loss function instead, e.g. loss=lambda y, p: 2.0 * tf.keras.losses.mse(y, p)."
-        )
-    if kwargs.get("weighted_metrics") is not None:
-        raise ValueError(
-            "weighted_metrics is not supported: DP training uses no sample weights. Pass metrics=[...] instead."
-        )
-    _check_single_output(model)
-    if isinstance(loss, dict):
-        if len(loss) != 1:
-            raise ValueError(f"loss has {len(loss)} entries; give one loss for the model's single output.")
-        loss = next(iter(loss.values()))
-    if isinstance(loss, (list, tuple)):
-        if len(loss) != 1:
-            raise ValueError(f"loss has {len(loss)} entries; give one loss for the model's single output.")
-        loss = loss[0]
-    return loss
-
-
-def _compiled_metric_names(model) -> list:
-    compiled = getattr(model, "compiled_metrics", None)
-    if compiled is None:
-        return []
-    metrics = compiled._user_metrics
-    return tf.nest.flatten(metrics) if metrics is not None else []
-
-
-def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    y_pred = y_pred.reshape((len(y_pred), -1))
-    if y_pred.shape[1] == 1:
-        return (np.round(y_pred[:, 0]) == np.round(y_true.reshape(-1))).astype(float)
-    if y_true.ndim == 1 or (y_true.ndim == 2 and y_true.shape[1] == 1):
-        return (np.argmax(y_pred, axis=1) == y_true.reshape(-1).astype(int)).astype(float)
-    return (np.argmax(y_pred, axis=1) == np.argmax(y_true, axis=1)).astype(float)
-
-
-@contextlib.contextmanager
-def _keras_input_errors(name: str):
-    """Keras's errors for unusable public input (IndexError, KeyError, graph errors, a failing metric function)
-    as a ValueError naming it; op_tensorflow's own refusals pass unchanged."""
-    try:
-        yield
-    except (PrivacyError, BudgetExceededError):
-        raise
-    except (ValueError, TypeError, KeyError, IndexError, RuntimeError, tf.errors.OpError) as err:
-        raise ValueError(f"{name}: the model cannot use this input ({type(err).__name__}: {err})") from None
-
-
-def _check_validation_data(data, model) -> None:
-    """Public ``(x, y)`` arrays that fit the model, checked before any budget is reserved."""
-    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
-        raise ValueError(f"validation_data must be a public (x, y) tuple of arrays, got {type(data).__name__}.")
-    try:
-        x, y = np.asarray(data[0], dtype=np.float32), np.asarray(data[1], dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"validation_data must hold numeric arrays (x, y): {err}") from None
-    expected = model.input_shape
-    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
-        raise ValueError(f"validation_data: x of shape {x.shape} and y of shape {y.shape} are not row-aligned arrays.")
-    if isinstance(expected, tuple) and (
-        len(expected) != x.ndim or any(e is not None and e != s for e, s in zip(expected[1:], x.shape[1:], strict=True))
-    ):
-        raise ValueError(f"validation_data: x has shape {x.shape}, but the model expects {expected}.")
-
-
-def _check_public(data, name: str) -> None:
-    for item in tf.nest.flatten(data, expand_composites=False) if isinstance(data, (tuple, list)) else [data]:
-        if isinstance(item, (PrivateDataFrame, PrivateSeries, PrivateDataLoader)):
-            raise PrivacyError(f"{name} is private; only public data can be used here.")
