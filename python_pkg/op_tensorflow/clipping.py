@@ -96,10 +96,9 @@ def ghost_norms(model, x, y, loss_fn, *, registry=None, training: bool = True):
         summed_loss = tf.reduce_sum(losses)
     hooks = [h for h in hooks if h is not None]
     base_grads = tape.gradient(summed_loss, [h[1] for h in hooks], unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    # float64 sums: a finite example's squared norm may exceed float32's range even when its norm does not.
-    per_layer = [(layer, tf.cast(fn(g), tf.float64)) for (layer, _, fn), g in zip(hooks, base_grads, strict=True)]
-    squared = tf.add_n([s for _, s in per_layer]) if per_layer else tf.zeros_like(losses, tf.float64)
-    return tf.cast(tf.sqrt(squared), tf.float32), losses, per_layer, tape
+    per_layer = [(layer, fn(g)) for (layer, _, fn), g in zip(hooks, base_grads, strict=True)]
+    squared = tf.add_n([s for _, s in per_layer]) if per_layer else tf.zeros_like(losses)
+    return tf.sqrt(squared), losses, per_layer, tape
 
 
 def _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training):
@@ -110,8 +109,7 @@ def _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training):
         losses, variables, output_gradients=factors, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
     del tape
-    grads = [tf.ensure_shape(tf.convert_to_tensor(g), v.shape) for g, v in zip(grads, variables, strict=True)]
-    return grads, norms, losses, ok
+    return [tf.convert_to_tensor(g) for g in grads], norms, losses, ok
 
 
 def per_example_gradients(model, x, y, loss_fn, *, training: bool = True):
@@ -192,43 +190,18 @@ def clipped_gradient_sum(
     if path != GHOST:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}.")
     registry = make_registry() if registry is None else registry
-    variables = model.trainable_variables
+    grads, norms, losses, ok = _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training)
 
     # 0 * inf inside the second backward pass turns a weighted-out example into NaN for the whole sum, so a
-    # batch with a non-finite example is computed again without it: a loop of at most two rounds, whose body
-    # (the whole step) is traced once.
-    def body(round_, keep, grads, norms, losses):
-        g, round_norms, round_losses, ok = _ghost_clipped_sum(
-            model, tf.boolean_mask(x, keep), tf.boolean_mask(y, keep), loss_fn, l2_norm_clip, registry, training
-        )
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in g]) if g else tf.constant(True)
-        keep = tf.tensor_scatter_nd_update(keep, tf.where(keep), ok)
-        first = tf.equal(round_, 0)
-        norms, losses = tf.cond(first, lambda: (round_norms, round_losses), lambda: (norms, losses))
-        done = tf.logical_and(tf.reduce_all(ok), finite)
-        return round_ + tf.where(done, 2, 1), keep, g, norms, losses
+    # batch with a non-finite example is computed again without it. (One cond on the whole batch: a check of
+    # every variable's sum would cost more than the cond on small models.)
+    def without_bad_rows():
+        grads = _ghost_clipped_sum(
+            model, tf.boolean_mask(x, ok), tf.boolean_mask(y, ok), loss_fn, l2_norm_clip, registry, training
+        )[0]
+        return [tf.ensure_shape(g, v.shape) for g, v in zip(grads, model.trainable_variables, strict=True)]
 
-    batch = tf.shape(x)[0]
-    initial = (
-        tf.constant(0),
-        tf.ones([batch], tf.bool),
-        [tf.zeros_like(v) for v in variables],
-        tf.zeros([batch], tf.float32),
-        tf.zeros([batch], tf.float32),
-    )
-    _, _, grads, norms, losses = tf.while_loop(
-        lambda round_, *_: round_ < 2,
-        body,
-        initial,
-        shape_invariants=(
-            tf.TensorShape([]),
-            tf.TensorShape([None]),
-            [v.shape for v in variables],
-            tf.TensorShape([None]),
-            tf.TensorShape([None]),
-        ),
-        maximum_iterations=2,
-    )
+    grads = tf.cond(tf.reduce_all(ok), lambda: grads, without_bad_rows)
     return grads, norms, losses
 
 
