@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from bench_model import make_layers
 
 import op_tensorflow as ot
 from op_tensorflow import preflight
@@ -24,19 +25,7 @@ L = tf.keras.layers
 
 
 def blog_convnet():
-    return tf.keras.Sequential(
-        [
-            L.Conv1D(32, 3, activation="relu", input_shape=(12, 6)),
-            L.LayerNormalization(),
-            L.Conv1D(64, 5, activation="relu"),
-            L.LayerNormalization(),
-            L.Conv1D(128, 5, activation="relu"),
-            L.LayerNormalization(),
-            L.GlobalAveragePooling1D(),
-            L.Dense(128, activation="relu"),
-            L.Dense(1),
-        ]
-    )
+    return tf.keras.Sequential(make_layers("conv"))  # the same convnet as bench_model.py's "conv" workload
 
 
 def shared_mlp():

@@ -371,3 +371,11 @@ def test_the_norm_self_check_routes_a_wrong_registry_function_to_the_exact_path_
         _REGISTERED.pop(HalvedDense)
     assert plan.path == clipping.PER_EXAMPLE
     assert "['halved']" in plan.reasons[0] and "did not match" in plan.reasons[0]
+
+
+def test_the_refusal_names_the_layer_that_mixes_examples():
+    model = tf.keras.Sequential([L.Input((3,)), L.Dense(2), L.Softmax(axis=0, name="batch_softmax"), L.Dense(1)])
+    x, y = data()
+    x_alt = tf.tensor_scatter_nd_update(x, [[0]], [[9.0, -9.0, 3.0]])
+    with pytest.raises(ot.PrivacyError, match="at layer 'batch_softmax'"):
+        preflight.check_batch_independence(model, MSE, x, y, x_alt, y)

@@ -166,14 +166,16 @@ def check_batch_independence(model, loss_fn, x, y, x_alt, y_alt) -> None:
             outputs = tf.nest.flatten(model(x, training=training))
             reseed()
             outputs_alt = tf.nest.flatten(model(x_alt, training=training))
-        moved = [i for i, (a, b) in enumerate(zip(outputs, outputs_alt, strict=True)) if not _close(a[1:], b[1:]).all()]
-        mode = "training" if training else "inference"
-        if moved:
+        if not all(_close(a[1:], b[1:]).all() for a, b in zip(outputs, outputs_alt, strict=True)):
+            with _same_random_draws(training and _is_random(model, x)) as reseed:
+                layer = _first_mixing_layer(model, x, x_alt, training, reseed)
+            mode = "training" if training else "inference"
             raise PrivacyError(
-                f"the model mixes examples in {mode} mode: changing one example changed the outputs of other examples "
-                "(a layer uses statistics of the whole batch, e.g. a batch mean, axis=0 normalization or softmax). "
-                "Per-example clipping cannot bound one example's influence then. Use layers that act on each "
-                "example alone (for BatchNormalization: op_tensorflow.fix_model(model))."
+                f"the model mixes examples in {mode} mode{f' at layer {layer!r}' if layer else ''}: changing one "
+                "example changed the outputs of other examples (a layer uses statistics of the whole batch, e.g. a "
+                "batch mean, axis=0 normalization or softmax). Per-example clipping cannot bound one example's "
+                "influence then. Use layers that act on each example alone (for BatchNormalization: "
+                "op_tensorflow.fix_model(model))."
             )
         if loss_fn is None:
             continue
@@ -214,6 +216,28 @@ def _same_random_draws(needed: bool):
         yield lambda: tf.random.set_seed(1)
     finally:
         tf.random.set_seed(previous)
+
+
+def _first_mixing_layer(model, x, x_alt, training, reseed) -> str | None:
+    """The first layer (in graph order) whose outputs for the other examples move when example 0 changes."""
+    recorded = []
+
+    def hook(layer, args, kwargs):
+        if graph.expects_training_arg(layer) and "training" not in kwargs:
+            kwargs = {**kwargs, "training": training}
+        outputs = layer(*args, **kwargs)
+        recorded.append((layer.name, [t for t in tf.nest.flatten(outputs) if tf.is_tensor(t) and t.shape.rank]))
+        return outputs, None
+
+    reseed()
+    graph.forward_pass(model, x, hook)
+    first, recorded[:] = list(recorded), []
+    reseed()
+    graph.forward_pass(model, x_alt, hook)
+    for (name, a), (_, b) in zip(first, recorded, strict=True):
+        if not all(_close(u[1:], v[1:]).all() for u, v in zip(a, b, strict=True)):
+            return name
+    return None
 
 
 def _is_random(model, x) -> bool:
