@@ -319,6 +319,20 @@ def tied_custom_layer_untracked():
     return tf.keras.Model(x, L.Dense(1)(HiddenTiedTranspose(dense)(dense(x))))
 
 
+_KERNEL_IN_LOSS = {}
+
+
+def kernel_in_loss_model():
+    """An MLP whose first kernel the loss below also reads: a use of a weight that no layer hook sees."""
+    model = seq((4,), L.Dense(6, activation="tanh"), L.Dense(1))
+    _KERNEL_IN_LOSS["kernel"] = model.layers[0].kernel
+    return model
+
+
+def loss_reading_a_kernel(y, p):
+    return tf.reduce_mean(tf.square(y - p), axis=-1) * (1.0 + tf.reduce_sum(tf.square(_KERNEL_IN_LOSS["kernel"])))
+
+
 # -- example mixing
 
 
@@ -501,6 +515,7 @@ CASES = [
     ),
     adversarial("tied_custom_layer", tied_custom_layer, (8,), floats((8,), tie=2)),
     adversarial("tied_custom_layer_untracked", tied_custom_layer_untracked, (4,), floats((4,))),
+    adversarial("tied_kernel_read_by_the_loss", kernel_in_loss_model, (4,), floats((4,)), loss=loss_reading_a_kernel),
     # example mixing: must be refused
     mixing("mixing_custom_layer_batch_mean", mixing_model(BatchCenter), (4,), floats((4,))),
     mixing(
