@@ -280,10 +280,8 @@ class PrivateKerasModel:
             self._train_chunk_loader = loader
         with arguments.keras_input_errors("the training step"):
             self._train_chunk.get_concrete_function()  # graph errors surface now, not after the reservation
-        if validation_data is not None:
-            with arguments.keras_input_errors(
-                "validation_data"
-            ):  # metrics and validation shapes fail here, not at epoch 1
+        if validation_data is not None:  # metrics and validation shapes fail here, not at epoch 1
+            with arguments.keras_input_errors("validation_data"):
                 self._model.evaluate(*(np.asarray(d)[:2] for d in validation_data[:2]), verbose=0)
 
         q, sigma = loader.sampling_rate, self.noise_multiplier

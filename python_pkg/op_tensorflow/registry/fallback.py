@@ -84,7 +84,7 @@ def map_over_examples(fn, elems, fn_output_signature, *, key):
     if key not in _NOT_VECTORIZABLE:
         try:
             with _quiet_tensorflow_logs():
-                return tf.vectorized_map(fn, elems, fallback_to_while_loop=False)
+                return tf.vectorized_map(fn, elems)
         except Exception as err:  # Any vectorization failure falls back to a loop.
             _NOT_VECTORIZABLE.add(key)
             reason = str(err).strip().splitlines()[-1] if str(err).strip() else ""
