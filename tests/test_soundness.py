@@ -379,3 +379,13 @@ def test_the_refusal_names_the_layer_that_mixes_examples():
     x_alt = tf.tensor_scatter_nd_update(x, [[0]], [[9.0, -9.0, 3.0]])
     with pytest.raises(ot.PrivacyError, match="at layer 'batch_softmax'"):
         preflight.check_batch_independence(model, MSE, x, y, x_alt, y)
+
+
+@pytest.mark.parametrize("path", clipping.PATHS)
+def test_a_batch_of_only_non_finite_examples_gives_a_zero_sum(path):
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([L.Input((3,)), L.Dense(4), L.Dense(1)])
+    x = tf.fill((3, 3), 1e30)  # every squared error overflows
+    grads, _, losses = graph_fn(model, path, x_shape=(3,))(x, tf.zeros(3))
+    assert not np.isfinite(losses.numpy()).any()
+    assert all(np.array_equal(g.numpy(), np.zeros(g.shape)) for g in grads)

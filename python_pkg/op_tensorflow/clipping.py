@@ -195,11 +195,17 @@ def clipped_gradient_sum(
     # 0 * inf inside the second backward pass turns a weighted-out example into NaN for the whole sum, so a
     # batch with a non-finite example is computed again without it. (One cond on the whole batch: a check of
     # every variable's sum would cost more than the cond on small models.)
+    variables = model.trainable_variables
+
     def without_bad_rows():
-        grads = _ghost_clipped_sum(
-            model, tf.boolean_mask(x, ok), tf.boolean_mask(y, ok), loss_fn, l2_norm_clip, registry, training
-        )[0]
-        return [tf.ensure_shape(g, v.shape) for g, v in zip(grads, model.trainable_variables, strict=True)]
+        def recompute():
+            grads = _ghost_clipped_sum(
+                model, tf.boolean_mask(x, ok), tf.boolean_mask(y, ok), loss_fn, l2_norm_clip, registry, training
+            )[0]
+            return [tf.ensure_shape(g, v.shape) for g, v in zip(grads, variables, strict=True)]
+
+        # no row left: a zero sum, without running the model on 0 rows (see the engine's empty-batch cond)
+        return tf.cond(tf.reduce_any(ok), recompute, lambda: [tf.zeros(v.shape, v.dtype) for v in variables])
 
     grads = tf.cond(tf.reduce_all(ok), lambda: grads, without_bad_rows)
     return grads, norms, losses
