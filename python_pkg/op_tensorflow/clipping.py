@@ -45,8 +45,7 @@ def layer_hook(tape: tf.GradientTape, registry, *, training: bool = True):
     """
 
     def hook(layer, args, kwargs):
-        if graph.expects_training_arg(layer) and "training" not in kwargs:
-            kwargs = {**kwargs, "training": training}
+        kwargs = graph.with_training(layer, kwargs, training)
         if not layer.trainable_variables:
             return layer(*args, **kwargs), None
         fn = registry.lookup(layer) if registry.is_elem(layer) else fallback_layer_computation

@@ -8,13 +8,13 @@ through private attributes; this module is the seam that names them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 from tensorflow_privacy.privacy.fast_gradient_clipping import gradient_clipping_utils
 
-__all__ = ["expects_training_arg", "forward_pass", "graph_layers", "has_layer_graph", "mask_producers"]
+__all__ = ["expects_training_arg", "forward_pass", "has_layer_graph", "mask_producers", "with_training"]
 
 Hook = Callable[[tf.keras.layers.Layer, tuple, dict], tuple[Any, Any]]
 
@@ -36,19 +36,11 @@ def expects_training_arg(layer: tf.keras.layers.Layer) -> bool:
     return bool(getattr(layer, "_expects_training_arg", False))
 
 
-def graph_layers(model: tf.keras.Model) -> Iterator[tf.keras.layers.Layer]:
-    """Every layer reached by the graph walk, nested models' layers included (each once)."""
-    seen = set()
-    stack = [model]
-    while stack:
-        current = stack.pop()
-        for layer in current.layers:
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            if has_layer_graph(layer):
-                stack.append(layer)
-            yield layer
+def with_training(layer: tf.keras.layers.Layer, kwargs: dict, training: bool) -> dict:
+    """The call's keyword arguments with ``training`` set, for layers that take it (unless the graph set it)."""
+    if expects_training_arg(layer) and "training" not in kwargs:
+        return {**kwargs, "training": training}
+    return kwargs
 
 
 def mask_producers(model: tf.keras.Model) -> list[str]:

@@ -112,8 +112,7 @@ def plan_clipping(model: tf.keras.Model, x: tf.Tensor) -> ClippingPlan:
     refs = {v.ref(): v for v in model.trainable_variables}
 
     def hook(layer, args, kwargs):
-        if graph.expects_training_arg(layer) and "training" not in kwargs:
-            kwargs = {**kwargs, "training": True}
+        kwargs = graph.with_training(layer, kwargs, True)
         with tf.GradientTape(watch_accessed_variables=True) as tape:
             outputs = layer(*args, **kwargs)
         own = {v.ref() for v in layer.trainable_variables}
@@ -161,13 +160,14 @@ def check_batch_independence(model, loss_fn, x, y, x_alt, y_alt) -> None:
     """
     n = int(x.shape[0])
     for training in (False, True) if loss_fn is not None else (False,):
-        with _same_random_draws(training and _is_random(model, x)) as reseed:
+        draws_randomly = training and _is_random(model, x)
+        with _same_random_draws(draws_randomly) as reseed:
             reseed()
             outputs = tf.nest.flatten(model(x, training=training))
             reseed()
             outputs_alt = tf.nest.flatten(model(x_alt, training=training))
         if not all(_close(a[1:], b[1:]).all() for a, b in zip(outputs, outputs_alt, strict=True)):
-            with _same_random_draws(training and _is_random(model, x)) as reseed:
+            with _same_random_draws(draws_randomly) as reseed:
                 layer = _first_mixing_layer(model, x, x_alt, training, reseed)
             mode = "training" if training else "inference"
             raise PrivacyError(
@@ -223,8 +223,7 @@ def _first_mixing_layer(model, x, x_alt, training, reseed) -> str | None:
     recorded = []
 
     def hook(layer, args, kwargs):
-        if graph.expects_training_arg(layer) and "training" not in kwargs:
-            kwargs = {**kwargs, "training": training}
+        kwargs = graph.with_training(layer, kwargs, training)
         outputs = layer(*args, **kwargs)
         recorded.append((layer.name, [t for t in tf.nest.flatten(outputs) if tf.is_tensor(t) and t.shape.rank]))
         return outputs, None
@@ -271,6 +270,7 @@ def _check_norms(model, loss_fn, x, y, plan, registry) -> ClippingPlan:
     expected_losses = clipping.per_example_losses(loss_fn, y, model(x, training=False))
     spec = [_batched_spec(x), _batched_spec(y)]
     if plan.path == clipping.GHOST:
+        layers = []  # the hooked layer calls, in order, recorded when ghost() is traced
 
         @tf.function(input_signature=spec)
         def ghost(a, b):
@@ -278,10 +278,10 @@ def _check_norms(model, loss_fn, x, y, plan, registry) -> ClippingPlan:
                 model, a, b, loss_fn, registry=registry, training=False
             )
             del tape
+            layers[:] = [layer for layer, _ in per_layer]
             return norms, losses, [s for _, s in per_layer]
 
         norms, losses, per_layer = ghost(x, y)
-        layers = _hooked_layers(model, x)
         index = {v.ref(): j for j, v in enumerate(variables)}
         wrong = [
             layer.name
@@ -317,18 +317,6 @@ def _check_norms(model, loss_fn, x, y, plan, registry) -> ClippingPlan:
             "model(x)'s), so one example's influence cannot be bounded. Use layers that act on each example alone."
         )
     return plan
-
-
-def _hooked_layers(model, x) -> list:
-    layers = []
-
-    def hook(layer, args, kwargs):
-        if layer.trainable_variables:
-            layers.append(layer)
-        return layer(*args, **kwargs), None
-
-    graph.forward_pass(model, x, hook)
-    return layers
 
 
 # ------------------------------------------------------------------------------------------- the whole
