@@ -131,7 +131,7 @@ def test_from_r_dates_and_datetimes():
 
 def test_from_r_gives_a_private_frame_with_budget_and_no_row_names():
     budget = ot.PrivacyBudget(2.0, 1e-6)
-    pdf = ot.PrivateDataFrame.from_r(r_frame(MIXED), metadata={"num": (0, 10)}, budget=budget)
+    pdf = otr.from_r(r_frame(MIXED), metadata={"num": (0, 10)}, budget=budget)
     assert isinstance(pdf, ot.PrivateDataFrame)
     assert pdf.budget is budget
     assert pdf.columns == ["num", "int", "int_full", "lgl", "lgl_full", "chr", "fct"]
@@ -291,7 +291,7 @@ def test_missing_rpy2_raises_a_clear_import_error(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install op-tensorflow\[r\]"):
         otr.to_r(np.zeros(2))
     with pytest.raises(ImportError, match=r"pip install op-tensorflow\[r\]"):
-        ot.PrivateDataFrame.from_r(None)
+        otr.from_r(None)
     pdf = ot.PrivateDataFrame(pd.DataFrame({"x": [1.0, 2.0]}))
     with pytest.raises(ot.PrivacyError):  # refused before rpy2 is even needed
         otr.to_r(pdf)

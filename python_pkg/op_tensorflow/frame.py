@@ -479,16 +479,6 @@ class PrivateDataFrame(_PrivateBase):
             path = _checks.file_path("path", path, "CSV file")
         return cls(pd.read_csv(path, **read_csv_kwargs), metadata=metadata, budget=budget)
 
-    @classmethod
-    def from_r(cls, obj, *, metadata: Mapping | None = None, budget=None) -> PrivateDataFrame:
-        """Wraps an R data.frame from rpy2 as a private frame; see :func:`op_tensorflow.r.from_r`.
-
-        Needs the optional rpy2 dependency (``pip install op-tensorflow[r]``).
-        """
-        from op_tensorflow.r import from_r
-
-        return from_r(obj, metadata=metadata, budget=budget)
-
     # -- schema ---------------------------------------------------------------------------
     @property
     def columns(self) -> list:
