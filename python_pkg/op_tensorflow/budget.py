@@ -14,6 +14,11 @@ so processes sharing a ledger never overspend it together. The file carries a sh
 checksum; a corrupt or hand-edited ledger is refused, never reset to zero.
 
 The ledger records events, short descriptions and timestamps only, never data values.
+
+The pieces live in their own modules, re-exported here: :mod:`op_tensorflow.event_json`
+(``DpEvent`` <-> JSON), :mod:`op_tensorflow.ledger_entry` (:class:`LedgerEntry` and the
+checks of stored entries), :mod:`op_tensorflow.ledger_file` (the file: locking, atomic
+writes, parsing) and :mod:`op_tensorflow.reservation` (:class:`Reservation`).
 """
 
 from __future__ import annotations
@@ -21,200 +26,29 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
-import dataclasses
-import datetime
-import fcntl
-import hashlib
-import json
 import math
-import numbers
-import operator
 import os
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 
 import dp_accounting
 
-from op_tensorflow import _checks, accounting
+from op_tensorflow import _checks, accounting, ledger_file
 from op_tensorflow.errors import BudgetExceededError
+from op_tensorflow.event_json import canonical, event_from_dict, event_to_dict
+from op_tensorflow.ledger_entry import (
+    COMMITTED,
+    RESERVED,
+    LedgerEntry,
+    to_record,
+    utc_now,
+    validate_description,
+    validate_epsilon,
+)
+from op_tensorflow.reservation import Reservation
 
 __all__ = ["LedgerEntry", "PrivacyBudget", "Reservation", "as_budget", "event_from_dict", "event_to_dict"]
-
-FORMAT = "op_tensorflow.privacy_ledger"
-FORMAT_VERSION = 1
-MAX_DESCRIPTION_LENGTH = 500
-
-COMMITTED = "committed"
-RESERVED = "reserved"
-_STATUSES = (COMMITTED, RESERVED)
-_ENTRY_KEYS = {"id", "status", "description", "timestamp", "committed_at", "event", "reserved_event"}
-_FILE_KEYS = {"format", "version", "epsilon", "delta", "accountant", "entries", "sha256"}
-
-
-# --- DpEvent <-> JSON -------------------------------------------------------------------
-
-
-def _real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _count(value) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"count must be an integer >= 0, got {value!r}")
-    count = operator.index(value)
-    if count < 0:
-        raise ValueError(f"count must be an integer >= 0, got {value!r}")
-    return count
-
-
-def event_to_dict(event: dp_accounting.DpEvent) -> dict:
-    """Serializes a supported ``DpEvent`` to a JSON-ready dict.
-
-    Supported: ``NoOpDpEvent``, ``GaussianDpEvent``, ``LaplaceDpEvent``,
-    ``PoissonSampledDpEvent``, ``SelfComposedDpEvent`` and ``ComposedDpEvent``.
-
-    Raises:
-        TypeError: ``event`` (or an event nested in it) is of another type.
-    """
-    kind = type(event)
-    if kind is dp_accounting.NoOpDpEvent:
-        return {"type": "NoOpDpEvent"}
-    if kind in (dp_accounting.GaussianDpEvent, dp_accounting.LaplaceDpEvent):
-        return {"type": kind.__name__, "noise_multiplier": _real("noise_multiplier", event.noise_multiplier)}
-    if kind is dp_accounting.PoissonSampledDpEvent:
-        return {
-            "type": "PoissonSampledDpEvent",
-            "sampling_probability": _real("sampling_probability", event.sampling_probability),
-            "event": event_to_dict(event.event),
-        }
-    if kind is dp_accounting.SelfComposedDpEvent:
-        return {"type": "SelfComposedDpEvent", "event": event_to_dict(event.event), "count": _count(event.count)}
-    if kind is dp_accounting.ComposedDpEvent:
-        return {"type": "ComposedDpEvent", "events": [event_to_dict(e) for e in event.events]}
-    raise TypeError(
-        f"event must be a NoOpDpEvent, GaussianDpEvent, LaplaceDpEvent, PoissonSampledDpEvent, "
-        f"SelfComposedDpEvent or ComposedDpEvent from dp_accounting, got {kind.__name__}."
-    )
-
-
-def event_from_dict(data: dict) -> dp_accounting.DpEvent:
-    """Rebuilds a ``DpEvent`` from :func:`event_to_dict`'s output.
-
-    Raises:
-        ValueError: ``data`` is not a well-formed serialized event.
-    """
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise ValueError(f"an event must be an object with a 'type', got {data!r}")
-    fields = {
-        "NoOpDpEvent": {"type"},
-        "GaussianDpEvent": {"type", "noise_multiplier"},
-        "LaplaceDpEvent": {"type", "noise_multiplier"},
-        "PoissonSampledDpEvent": {"type", "sampling_probability", "event"},
-        "SelfComposedDpEvent": {"type", "event", "count"},
-        "ComposedDpEvent": {"type", "events"},
-    }
-    kind = data["type"]
-    if kind not in fields:
-        raise ValueError(f"unknown event type {kind!r}")
-    if set(data) != fields[kind]:
-        raise ValueError(f"a {kind} must have exactly the fields {sorted(fields[kind])}, got {sorted(data)}")
-    if kind == "NoOpDpEvent":
-        return dp_accounting.NoOpDpEvent()
-    if kind == "GaussianDpEvent":
-        return dp_accounting.GaussianDpEvent(_real("noise_multiplier", data["noise_multiplier"]))
-    if kind == "LaplaceDpEvent":
-        return dp_accounting.LaplaceDpEvent(_real("noise_multiplier", data["noise_multiplier"]))
-    if kind == "PoissonSampledDpEvent":
-        q = _real("sampling_probability", data["sampling_probability"])
-        return dp_accounting.PoissonSampledDpEvent(q, event_from_dict(data["event"]))
-    if kind == "SelfComposedDpEvent":
-        if not isinstance(data["count"], int):
-            raise ValueError(f"count must be an integer, got {data['count']!r}")
-        return dp_accounting.SelfComposedDpEvent(event_from_dict(data["event"]), _count(data["count"]))
-    if not isinstance(data["events"], list):
-        raise ValueError(f"events must be a list, got {data['events']!r}")
-    return dp_accounting.ComposedDpEvent([event_from_dict(e) for e in data["events"]])
-
-
-# --- records ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class LedgerEntry:
-    """One read-only ledger record.
-
-    Attributes:
-        id: Unique id of the entry.
-        status: ``"committed"`` or ``"reserved"`` (both count fully in ``spent()``).
-        description: The short description given when charging.
-        timestamp: When the entry was charged or reserved (ISO 8601, UTC).
-        committed_at: When it was committed, or ``None`` while reserved.
-        event: The serialized ``DpEvent`` that counts (see :func:`event_to_dict`).
-        reserved_event: The event originally reserved, when ``commit`` replaced it by
-            what really ran; ``None`` otherwise.
-    """
-
-    id: str
-    status: str
-    description: str
-    timestamp: str
-    committed_at: str | None
-    event: dict
-    reserved_event: dict | None = None
-
-    def to_dict(self) -> dict:
-        """The record as a plain dict (a copy), e.g. for pandas or R."""
-        return copy.deepcopy(dataclasses.asdict(self))
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-
-
-def _canonical(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
-
-
-def _validate_epsilon(epsilon) -> float:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
-        raise TypeError(
-            f"epsilon must be a number > 0 (math.inf for an unlimited budget), got {epsilon!r} "
-            f"({type(epsilon).__name__})."
-        )
-    epsilon = float(epsilon)
-    if math.isnan(epsilon) or epsilon <= 0:
-        raise ValueError(f"epsilon must be a number > 0 (math.inf for an unlimited budget), got {epsilon!r}.")
-    return epsilon
-
-
-def _validate_path(path) -> str | None:
-    if path is None:
-        return None
-    path = os.path.abspath(_checks.file_path("path", path, "ledger file"))
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        raise ValueError(f"path {path!r}: the directory {directory!r} does not exist; create it first.")
-    if os.path.isdir(path):
-        raise ValueError(f"path {path!r} is a directory; give the name of a ledger file inside it.")
-    return path
-
-
-def _validate_description(description) -> str:
-    if not isinstance(description, str):
-        raise TypeError(f"description must be a str, got {type(description).__name__}.")
-    if len(description) > MAX_DESCRIPTION_LENGTH:
-        raise ValueError(
-            f"description must be at most {MAX_DESCRIPTION_LENGTH} characters (a short label, never data "
-            f"values), got {len(description)}."
-        )
-    return description
-
-
-# --- the ledger -------------------------------------------------------------------------
 
 
 class PrivacyBudget:
@@ -237,10 +71,10 @@ class PrivacyBudget:
     """
 
     def __init__(self, epsilon: float, delta: float, *, path: str | os.PathLike | None = None, accountant: str = "rdp"):
-        self._epsilon = _validate_epsilon(epsilon)
+        self._epsilon = validate_epsilon(epsilon)
         self._delta = _checks.open_unit("delta", delta)
         self._accountant = _checks.one_of("accountant", accountant, accounting.ACCOUNTANTS)
-        self._path = _validate_path(path)
+        self._path = ledger_file.validate_path(path)
         self._thread_lock = threading.Lock()
         self._memory: list[dict] = []
         if self._path is not None:
@@ -257,12 +91,13 @@ class PrivacyBudget:
         Raises:
             ValueError: The file does not exist or is corrupt.
         """
-        checked = _validate_path(path)
+        checked = ledger_file.validate_path(path)
         if not os.path.exists(checked):
             raise ValueError(f"path {checked!r}: no ledger file there.")
-        with open(checked, "rb") as f:
-            state = _parse(checked, f.read())
-        return cls(_decode_epsilon(state["epsilon"]), state["delta"], path=checked, accountant=state["accountant"])
+        state = ledger_file.read(checked)
+        return cls(
+            ledger_file.decode_epsilon(state["epsilon"]), state["delta"], path=checked, accountant=state["accountant"]
+        )
 
     # -- properties
 
@@ -289,7 +124,7 @@ class PrivacyBudget:
     @property
     def entries(self) -> list[LedgerEntry]:
         """Read-only copies of the ledger's records, oldest first."""
-        return [_to_record(e) for e in self._read_entries()]
+        return [to_record(e) for e in self._read_entries()]
 
     # -- queries
 
@@ -382,8 +217,8 @@ class PrivacyBudget:
             return 0.0
         # Identical events compose as one self-composed event: the cost of a ledger with
         # thousands of repeated aggregates stays that of its few distinct events.
-        counts = collections.Counter(_canonical(e) for e in serialized)
-        first = {_canonical(e): e for e in serialized}
+        counts = collections.Counter(canonical(e) for e in serialized)
+        first = {canonical(e): e for e in serialized}
         events = [
             dp_accounting.SelfComposedDpEvent(event_from_dict(first[key]), count)
             if count > 1
@@ -414,11 +249,11 @@ class PrivacyBudget:
 
     def _add(self, event, description, status: str) -> dict:
         serialized = self._check_event(event)
-        description = _validate_description(description)
+        description = validate_description(description)
         with self._locked():
             entries = self._read_entries()
             self._refuse_if_over(entries, serialized)
-            now = _now()
+            now = utc_now()
             entry = {
                 "id": uuid.uuid4().hex,
                 "status": status,
@@ -443,7 +278,7 @@ class PrivacyBudget:
                 entry["reserved_event"] = entry["event"]
                 entry["event"] = serialized
             entry["status"] = COMMITTED
-            entry["committed_at"] = _now()
+            entry["committed_at"] = utc_now()
             self._write_entries(entries)
 
     def _cancel(self, entry_id: str) -> None:
@@ -468,23 +303,18 @@ class PrivacyBudget:
             if self._path is None:
                 yield
                 return
-            fd = os.open(self._path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            with ledger_file.file_lock(self._path):
                 yield
-            finally:
-                os.close(fd)  # releases the flock
 
     def _read_entries(self) -> list[dict]:
         """The current entries (a private copy): from disk with a path, else from memory."""
         if self._path is None:
             return list(self._memory)  # stored entries are never mutated: changes copy them first
-        with open(self._path, "rb") as f:
-            state = _parse(self._path, f.read())
+        state = ledger_file.read(self._path)
         mismatches = [
             f"{name}={theirs!r} in the file but {ours!r} was given"
             for name, theirs, ours in (
-                ("epsilon", _decode_epsilon(state["epsilon"]), self._epsilon),
+                ("epsilon", ledger_file.decode_epsilon(state["epsilon"]), self._epsilon),
                 ("delta", state["delta"], self._delta),
                 ("accountant", state["accountant"], self._accountant),
             )
@@ -501,195 +331,9 @@ class PrivacyBudget:
         if self._path is None:
             self._memory = list(entries)
             return
-        body = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "epsilon": "inf" if math.isinf(self._epsilon) else self._epsilon,
-            "delta": self._delta,
-            "accountant": self._accountant,
-            "entries": entries,
-        }
-        body["sha256"] = hashlib.sha256(_canonical(body)).hexdigest()
-        _remove_stale_temporaries(self._path)  # safe: every writer holds the file lock
-        _atomic_write(self._path, json.dumps(body, indent=1, allow_nan=False).encode() + b"\n")
-
-
-def _decode_epsilon(value) -> float:
-    return math.inf if value == "inf" else float(value)
-
-
-def _parse(path: str, raw: bytes) -> dict:
-    """Parses and verifies a ledger file; raises the 'corrupt' ValueError on any problem."""
-
-    def corrupt(reason: str) -> ValueError:
-        return ValueError(
-            f"ledger file {path!r} is corrupt or was edited by hand; refusing to load it: {reason}. "
-            "Restore it from backup (a ledger is never reset to zero)."
+        ledger_file.write(
+            self._path, epsilon=self._epsilon, delta=self._delta, accountant=self._accountant, entries=entries
         )
-
-    try:
-        state = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise corrupt(f"not valid JSON ({e})") from None
-    if not isinstance(state, dict):
-        raise corrupt("the top level is not a JSON object")
-    if set(state) != _FILE_KEYS:
-        raise corrupt(f"expected the fields {sorted(_FILE_KEYS)}, found {sorted(state)}")
-    if state["format"] != FORMAT or state["version"] != FORMAT_VERSION:
-        raise corrupt(f"unknown format {state['format']!r} version {state['version']!r}")
-    body = {k: v for k, v in state.items() if k != "sha256"}
-    try:
-        checksum = hashlib.sha256(_canonical(body)).hexdigest()
-    except ValueError as e:  # NaN or infinity in the numbers
-        raise corrupt(str(e)) from None
-    if checksum != state["sha256"]:
-        raise corrupt("the sha256 checksum does not match the contents")
-    try:
-        if state["epsilon"] != "inf":
-            _validate_epsilon(state["epsilon"])
-        _checks.open_unit("delta", state["delta"])
-        _checks.one_of("accountant", state["accountant"], accounting.ACCOUNTANTS)
-        if not isinstance(state["entries"], list):
-            raise ValueError("entries is not a list")
-        for entry in state["entries"]:
-            _validate_entry(entry)
-    except (TypeError, ValueError) as e:
-        raise corrupt(str(e)) from None
-    return state
-
-
-def _validate_entry(entry) -> None:
-    if not isinstance(entry, dict) or set(entry) != _ENTRY_KEYS:
-        raise ValueError(f"an entry must have exactly the fields {sorted(_ENTRY_KEYS)}, got {entry!r}")
-    if entry["status"] not in _STATUSES:
-        raise ValueError(f"unknown entry status {entry['status']!r}")
-    for key in ("id", "description", "timestamp"):
-        if not isinstance(entry[key], str):
-            raise ValueError(f"entry field {key} must be a string")
-    if not (entry["committed_at"] is None or isinstance(entry["committed_at"], str)):
-        raise ValueError("entry field committed_at must be a string or null")
-    event_from_dict(entry["event"])
-    if entry["reserved_event"] is not None:
-        event_from_dict(entry["reserved_event"])
-
-
-def _to_record(entry: dict) -> LedgerEntry:
-    return LedgerEntry(**copy.deepcopy(entry))
-
-
-def _remove_stale_temporaries(path: str) -> None:
-    """Deletes ``_atomic_write`` temporaries of ``path`` left by a process killed mid-write.
-
-    Call only while holding the ledger's file lock: then no other write is in progress.
-    """
-    directory, name = os.path.split(path)
-    for entry in os.listdir(directory):
-        middle = entry[len(name) + 1 : -len(".tmp")]
-        if entry.startswith(name + ".") and entry.endswith(".tmp") and len(middle) == 8 and "." not in middle:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, entry))
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically and durably (temp file, fsync, rename, fsync dir)."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)  # keep an existing file's permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-class Reservation:
-    """Budget reserved for work about to run; returned by :meth:`PrivacyBudget.reserve`.
-
-    As a context manager it commits when the block ends, normally or by an exception (a
-    crash never under-reports). Call :meth:`commit` with a smaller event inside the block
-    if less ran than reserved (e.g. early stopping), or :meth:`cancel` only when it is
-    certain that no step ran.
-    """
-
-    def __init__(self, budget: PrivacyBudget, entry_id: str, event: dp_accounting.DpEvent, description: str):
-        self._budget = budget
-        self._id = entry_id
-        self._event = event
-        self._description = description
-        self._status = RESERVED
-
-    @property
-    def id(self) -> str:
-        """The ledger entry's id."""
-        return self._id
-
-    @property
-    def event(self) -> dp_accounting.DpEvent:
-        """The event that counts: the reserved one, or the replacement given to ``commit``."""
-        return self._event
-
-    @property
-    def description(self) -> str:
-        return self._description
-
-    @property
-    def status(self) -> str:
-        """``"reserved"``, ``"committed"`` or ``"cancelled"``."""
-        return self._status
-
-    def commit(self, event: dp_accounting.DpEvent | None = None) -> None:
-        """Marks the reservation committed.
-
-        Args:
-            event: What really ran, if it differs from the reservation (e.g. fewer steps
-                after early stopping). It replaces the reserved event in ``spent()``; the
-                entry keeps the reserved event as ``reserved_event``.
-
-        Raises:
-            RuntimeError: Already committed or cancelled.
-            BudgetExceededError: The replacement does not fit in the budget; the
-                reservation is left as it was (still counting).
-        """
-        self._require_reserved("commit")
-        self._budget._commit(self._id, event)
-        if event is not None:
-            self._event = event
-        self._status = COMMITTED
-
-    def cancel(self) -> None:
-        """Removes the reservation. Only when it is certain that no step of the work ran.
-
-        Raises:
-            RuntimeError: Already committed or cancelled.
-        """
-        self._require_reserved("cancel")
-        self._budget._cancel(self._id)
-        self._status = "cancelled"
-
-    def _require_reserved(self, action: str) -> None:
-        if self._status != RESERVED:
-            raise RuntimeError(f"cannot {action} this reservation: it is already {self._status}.")
-
-    def __enter__(self) -> Reservation:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._status == RESERVED:
-            self.commit()
-
-    def __repr__(self) -> str:
-        return f"Reservation(status={self._status!r}, description={self._description!r}, event={self._event!r})"
 
 
 def as_budget(value, *, default_delta: float) -> PrivacyBudget:
