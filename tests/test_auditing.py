@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import op_tensorflow as ot
-from op_tensorflow import accounting, auditing
+from op_tensorflow import accounting, audit_attacks, auditing
 from op_tensorflow.frame import _raw
 
 warnings.filterwarnings("ignore", category=ot.PrivacyWarning)
@@ -175,18 +175,18 @@ def test_tf_privacy_attacks_and_bounds_on_synthetic_losses():
     both = ("threshold", "logistic_regression")
 
     def run(loss_train, loss_test, seed=0):
-        return auditing._run_attacks(both, loss_train, loss_test, loss_train[:, None], loss_test[:, None], seed)
+        return audit_attacks.run_attacks(both, loss_train, loss_test, loss_train[:, None], loss_test[:, None], seed)
 
     same = run(rng.exponential(1.0, 300), rng.exponential(1.0, 300))
     for result in same.values():
         assert 0.4 < result.get_auc() < 0.6
         # TF Privacy's bound is a maximum of per-threshold 95% bounds: near 0 without signal, not exactly 0.
-        assert 0.0 <= auditing._tf_privacy_bound(result) < 0.5
+        assert 0.0 <= audit_attacks.tf_privacy_bound(result) < 0.5
     loss_train, loss_test = rng.exponential(0.1, 300), rng.exponential(1.0, 300)  # members: lower loss
     separated = run(loss_train, loss_test)
     for result in separated.values():
         assert result.get_auc() > 0.8
-        assert 1.0 < auditing._tf_privacy_bound(result) < math.log(2 * 300)
+        assert 1.0 < audit_attacks.tf_privacy_bound(result) < math.log(2 * 300)
         assert auditing.epsilon_lower_bound(result.roc_curve.fpr, result.roc_curve.tpr, delta=1e-5) > 1.0
     # The seed fixes the trained attack's shuffling; numpy's global generator is restored afterwards.
     state = np.random.get_state()

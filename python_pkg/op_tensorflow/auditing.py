@@ -40,301 +40,41 @@ it is a bound for delta = 0 (it does not subtract ``target_delta``), and it is t
 per-threshold 95% bounds without a correction for choosing the best threshold, so it can exceed
 the point estimate (e.g. at FPR = 0, where TF Privacy counts half a false positive instead of
 skipping the point) and is not a simultaneous 95% guarantee.
+
+The attacks and the bounds live in :mod:`op_tensorflow.audit_attacks`, the report classes in
+:mod:`op_tensorflow.audit_report`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 import numbers
-import warnings
 from collections.abc import Sequence
 
 import dp_accounting
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.exceptions import ConvergenceWarning
 
 from op_tensorflow import _checks, accounting, clipping
 from op_tensorflow.arguments import per_example_loss
+from op_tensorflow.audit_attacks import (
+    ATTACK_TYPES,
+    MIN_ROWS,
+    check_attack_types,
+    epsilon_lower_bound,
+    run_attacks,
+    tf_privacy_bound,
+)
+from op_tensorflow.audit_report import CONFIDENCE, AttackResult, AuditReport
 from op_tensorflow.frame import PrivateDataFrame, _raw
 from op_tensorflow.model import PrivateKerasModel
 
 __all__ = ["ATTACK_TYPES", "AttackResult", "AuditReport", "audit", "epsilon_lower_bound"]
 
-#: The membership-inference attacks ``audit`` can run.
-ATTACK_TYPES = ("threshold", "logistic_regression")
-_ATTACK_ALIASES = {
-    "threshold": "threshold",
-    "threshold_attack": "threshold",
-    "logistic_regression": "logistic_regression",
-    "lr": "logistic_regression",
-}
-#: Confidence level of TF Privacy's epsilon lower bounds (``1 - EPSILON_ALPHA`` of its data_structures).
-CONFIDENCE = 0.95
-_NOT_DP = (
-    "NOT differentially private: computed from the raw private rows, for the data owner only; "
-    "do not release these numbers as DP answers."
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class AttackResult:
-    """The outcome of one membership-inference attack.
-
-    Attributes:
-        attack_type: ``"threshold"`` or ``"logistic_regression"``.
-        auc: Area under the attack's ROC curve (0.5: guessing; 1: perfect).
-        advantage: Attacker advantage ``max |TPR - FPR|`` over the ROC curve.
-        epsilon_lower_bound: Point estimate of the empirical epsilon lower bound.
-        epsilon_lower_bound_ci: TF Privacy's largest epsilon lower bound at the report's
-            confidence (``epsilon_lower_bound_value``; for delta = 0), clamped at 0.
-    """
-
-    attack_type: str
-    auc: float
-    advantage: float
-    epsilon_lower_bound: float
-    epsilon_lower_bound_ci: float
-
-
-@dataclasses.dataclass(frozen=True)
-class AuditReport:
-    """The result of :func:`audit`. Its numbers are NOT differentially private.
-
-    Attributes:
-        attack_auc: The largest attack AUC over the attacks run.
-        attacker_advantage: The largest attacker advantage ``max |TPR - FPR|``.
-        empirical_epsilon_lower_bound: The largest point-estimate lower bound on epsilon
-            (from the ROC curves, at ``target_delta``; clamped at 0). A point estimate from
-            finite samples, not a high-confidence bound: it can exceed the true epsilon by
-            chance, most easily with few rows.
-        accountant_epsilon: The DP-SGD accountant's epsilon at ``target_delta`` for a
-            ``PrivateKerasModel``; None for a plain Keras model (no guarantee).
-        target_delta: The delta of both the lower bound and the accountant's epsilon.
-        n_train: Number of members (rows of ``train_pdf``).
-        n_holdout: Number of non-members (rows of ``holdout_pdf``).
-        empirical_epsilon_lower_bound_ci: TF Privacy's high-confidence epsilon lower bound
-            (``epsilon_lower_bound_value`` of its attack results: Bailey's 95% bound on the
-            TPR/FPR-type ratios, for delta = 0), the largest over thresholds and attacks, clamped
-            at 0. Each threshold's bound holds with probability ``confidence``, the maximum over
-            thresholds is not corrected for the choice; it treats the examples' attack outcomes
-            as independent trials, which they are only approximately (they share one model).
-        confidence: The confidence level of ``empirical_epsilon_lower_bound_ci``.
-        attacks: One ``AttackResult`` per attack run.
-    """
-
-    attack_auc: float
-    attacker_advantage: float
-    empirical_epsilon_lower_bound: float
-    accountant_epsilon: float | None
-    target_delta: float
-    n_train: int
-    n_holdout: int
-    empirical_epsilon_lower_bound_ci: float = 0.0
-    confidence: float = CONFIDENCE
-    attacks: tuple[AttackResult, ...] = ()
-
-    @property
-    def consistent(self) -> bool | None:
-        """Whether the lower bound is <= the accountant's epsilon (None for a plain Keras model)."""
-        if self.accountant_epsilon is None:
-            return None
-        return self.empirical_epsilon_lower_bound <= self.accountant_epsilon + 1e-9
-
-    def summary(self) -> str:
-        """A human-readable account of the audit, stating that it is not a DP result."""
-        lines = [
-            "Membership-inference audit. " + _NOT_DP,
-            f"  members (train): {self.n_train}, non-members (holdout): {self.n_holdout}, "
-            f"delta = {self.target_delta:g}",
-        ]
-        for a in self.attacks:
-            lines.append(
-                f"  attack {a.attack_type}: AUC {a.auc:.3f}, advantage {a.advantage:.3f}, epsilon lower bound "
-                f"{a.epsilon_lower_bound:.3f} ({self.confidence:.0%}: {a.epsilon_lower_bound_ci:.3f})"
-            )
-        lines += [
-            f"  attack AUC (best): {self.attack_auc:.3f}; attacker advantage (best): {self.attacker_advantage:.3f}",
-            f"  empirical epsilon lower bound: {self.empirical_epsilon_lower_bound:.3f} (point estimate from "
-            f"finite samples, not a high-confidence bound); {self.empirical_epsilon_lower_bound_ci:.3f} at "
-            f"{self.confidence:.0%} confidence (TF Privacy's epsilon_lower_bound_value, for delta = 0)",
-        ]
-        if self.accountant_epsilon is None:
-            lines += [
-                "  accountant epsilon: none (a plain Keras model has no differential-privacy guarantee)",
-                "  consistency: not applicable; the bound above is a lower bound on what this model leaks.",
-            ]
-            return "\n".join(lines)
-        lines.append(f"  accountant epsilon: {self.accountant_epsilon:.3f} (DP-SGD accounting at the same delta)")
-        if self.consistent:
-            lines.append(
-                f"  consistent: the empirical lower bound {self.empirical_epsilon_lower_bound:.3f} <= accountant "
-                f"epsilon {self.accountant_epsilon:.3f}. (An attack that finds less than the guarantee does not "
-                "prove the guarantee; it only fails to contradict it.)"
-            )
-        elif self.empirical_epsilon_lower_bound_ci > self.accountant_epsilon:
-            lines.append(
-                f"  INCONSISTENT: even the {self.confidence:.0%} lower bound "
-                f"{self.empirical_epsilon_lower_bound_ci:.3f} exceeds the accountant epsilon "
-                f"{self.accountant_epsilon:.3f}: the training, the accounting, or the member/non-member split "
-                "(same distribution, disjoint rows) is likely wrong."
-            )
-        else:
-            lines.append(
-                f"  INCONSISTENT point estimate: {self.empirical_epsilon_lower_bound:.3f} > accountant epsilon "
-                f"{self.accountant_epsilon:.3f}, but the {self.confidence:.0%} bound "
-                f"{self.empirical_epsilon_lower_bound_ci:.3f} does not exceed it: likely sampling noise of a "
-                "small audit; audit with more rows."
-            )
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        """Every field as plain Python values, plus ``consistent`` and ``differentially_private`` (False)."""
-        out = dataclasses.asdict(self)
-        out["attacks"] = [dataclasses.asdict(a) for a in self.attacks]
-        out["consistent"] = self.consistent
-        out["differentially_private"] = False
-        return out
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-# ---------------------------------------------------------------------------------------
-# Bounds from ROC curves.
-
-
-def _rates(name: str, values) -> np.ndarray:
-    try:
-        rates = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        raise TypeError(f"{name} must be an array of rates in [0, 1], got {type(values).__name__}.") from None
-    if rates.ndim > 1 or not np.all((rates >= 0) & (rates <= 1)):  # also refuses NaN
-        raise ValueError(f"{name} must be a 1-D array of rates in [0, 1], got {values!r}.")
-    return rates
-
-
-def epsilon_lower_bound(fpr, tpr, *, delta: float) -> float:
-    """The empirical epsilon lower bound of a ROC curve (a point estimate), clamped at 0.
-
-    ``max(log((tpr - delta) / fpr), log((1 - fpr - delta) / (1 - tpr)))`` over the points
-    where the numerator and the denominator are positive.
-
-    Args:
-        fpr: False-positive rates of the ROC curve's points.
-        tpr: True-positive rates of the same points.
-        delta: The delta of the (epsilon, delta) guarantee being tested, in [0, 1).
-
-    Returns:
-        The largest bound over the points, or 0.0 if no point gives a positive one.
-
-    Raises:
-        TypeError: ``fpr`` or ``tpr`` is not numeric.
-        ValueError: A rate is outside [0, 1] or NaN, the shapes differ, or ``delta`` is not in [0, 1).
-    """
-    fpr, tpr = _rates("fpr", fpr), _rates("tpr", tpr)
-    if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0 <= delta < 1:
-        raise ValueError(f"delta must be a number in [0, 1), got {delta!r}.")
-    if fpr.shape != tpr.shape:
-        raise ValueError(f"fpr and tpr must have the same shape, got {fpr.shape} and {tpr.shape}.")
-    best = 0.0
-    for num, den in ((tpr - delta, fpr), (1.0 - fpr - delta, 1.0 - tpr)):
-        ok = (num > 0) & (den > 0)
-        if ok.any():
-            best = max(best, float(np.max(np.log(num[ok] / den[ok]))))
-    return best
-
-
-# ---------------------------------------------------------------------------------------
-# The attacks: TF Privacy's ``membership_inference_attack.run_attacks``.
-
-_MIN_ROWS = {"threshold": 1, "logistic_regression": 6}
-_TF_PRIVACY_ATTACKS = {"threshold": "THRESHOLD_ATTACK", "logistic_regression": "LOGISTIC_REGRESSION"}
-
-
-def _tf_privacy_mia():
-    """TF Privacy's attack module and data structures, imported on first use (the import takes seconds)."""
-    try:
-        from tensorflow_privacy.privacy.privacy_tests.membership_inference_attack import (
-            data_structures,
-            membership_inference_attack,
-        )
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "audit needs TF Privacy's membership-inference attacks (tensorflow_privacy.privacy.privacy_tests), "
-            "which the tensorflow-privacy wheel lacks: install them with "
-            "`pip install --no-deps tensorflow-empirical-privacy==0.1.0 scikit-learn statsmodels immutabledict`."
-        ) from err
-    return membership_inference_attack, data_structures
-
-
-@contextlib.contextmanager
-def _numpy_global_seed(seed: int | None):
-    """Seeds numpy's global generator (TF Privacy's trained attacks shuffle with it), then restores its state."""
-    if seed is None:
-        yield
-        return
-    state = np.random.get_state()
-    np.random.seed(np.random.SeedSequence(seed).generate_state(8))
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
-def _run_attacks(attacks, loss_train, loss_test, out_train, out_test, seed) -> dict:
-    """Runs TF Privacy's attacks; returns its ``SingleAttackResult`` per attack name."""
-    mia, ds = _tf_privacy_mia()
-    attack_input = ds.AttackInputData(
-        logits_train=out_train,  # the trained attack's features: model outputs and loss
-        logits_test=out_test,
-        loss_train=loss_train,
-        loss_test=loss_test,
-        loss_function_using_logits=True,  # unused (losses are given); avoids TF Privacy's inference of it
-    )
-    types = [ds.AttackType[_TF_PRIVACY_ATTACKS[name]] for name in attacks]
-    with _numpy_global_seed(seed), np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # TF Privacy's bounds divide by zero at empty counts
-        warnings.simplefilter("ignore", ConvergenceWarning)  # the attacker's logistic regressions
-        warnings.filterwarnings("ignore", message=r"scipy\.optimize", category=DeprecationWarning)  # sklearn's lbfgs
-        results = mia.run_attacks(attack_input, attack_types=types)
-    by_type = {r.attack_type.name: r for r in results.single_attack_results}
-    missing = [name for name in attacks if _TF_PRIVACY_ATTACKS[name] not in by_type]
-    if missing:
-        raise ValueError(f"attack_types: TF Privacy could not run the {missing} attack(s) on so few rows.")
-    return {name: by_type[_TF_PRIVACY_ATTACKS[name]] for name in attacks}
-
-
-def _tf_privacy_bound(result) -> float:
-    """The largest of TF Privacy's high-confidence epsilon lower bounds of one attack, clamped at 0."""
-    values = [np.asarray(v, dtype=np.float64) for v in result.epsilon_lower_bound_value.bounds.values()]
-    values = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
-    return max(0.0, float(values.max())) if values.size else 0.0
-
 
 # ---------------------------------------------------------------------------------------
 # Input checks and model evaluation.
-
-
-def _attack_types(attack_types) -> tuple[str, ...]:
-    if attack_types is None:
-        return ("threshold",)
-    if isinstance(attack_types, str):
-        attack_types = [attack_types]
-    if not isinstance(attack_types, Sequence) or not attack_types:
-        raise TypeError(f"attack_types must be None, an attack name or a non-empty list of them, got {attack_types!r}.")
-    chosen = []
-    for name in attack_types:
-        key = str(getattr(name, "name", name)).lower()  # also accepts TF Privacy's AttackType members
-        key = _ATTACK_ALIASES.get(key, key)
-        if key not in ATTACK_TYPES:
-            raise ValueError(f"attack_types must name attacks among {ATTACK_TYPES}, got {name!r}.")
-        if key not in chosen:
-            chosen.append(key)
-    return tuple(chosen)
 
 
 def _label_columns(label_column, columns: list) -> list:
@@ -489,7 +229,7 @@ def audit(
             f"holdout_pdf has columns {holdout_pdf.columns} but train_pdf has {train_pdf.columns}: members and "
             "non-members must come from the same dataset, with the same columns in the same order."
         )
-    attacks = _attack_types(attack_types)
+    attacks = check_attack_types(attack_types)
     labels = _label_columns(label_column, train_pdf.columns)
     train_raw, holdout_raw = _raw(train_pdf), _raw(holdout_pdf)
     if train_pdf._source is holdout_pdf._source and train_raw.index.is_unique and holdout_raw.index.is_unique:
@@ -497,9 +237,9 @@ def audit(
             raise ValueError("holdout_pdf shares rows with train_pdf; non-members must be rows the model never saw.")
     n_train, n_holdout = len(train_raw), len(holdout_raw)
     for name in attacks:
-        if min(n_train, n_holdout) < _MIN_ROWS[name]:
+        if min(n_train, n_holdout) < MIN_ROWS[name]:
             raise ValueError(
-                f"attack_types: the {name} attack needs at least {_MIN_ROWS[name]} rows in each of train_pdf and "
+                f"attack_types: the {name} attack needs at least {MIN_ROWS[name]} rows in each of train_pdf and "
                 f"holdout_pdf, got {n_train} and {n_holdout}."
             )
 
@@ -508,7 +248,7 @@ def audit(
     loss_train, out_train = _evaluate(keras_model, loss_fn, x_train, y_train)
     loss_test, out_test = _evaluate(keras_model, loss_fn, x_test, y_test)
 
-    tf_results = _run_attacks(attacks, loss_train, loss_test, out_train, out_test, seed)
+    tf_results = run_attacks(attacks, loss_train, loss_test, out_train, out_test, seed)
     results = []
     for name in attacks:
         r = tf_results[name]
@@ -519,7 +259,7 @@ def audit(
                 auc=float(r.get_auc()),
                 advantage=float(r.get_attacker_advantage()),
                 epsilon_lower_bound=epsilon_lower_bound(fpr, tpr, delta=target_delta),
-                epsilon_lower_bound_ci=_tf_privacy_bound(r),
+                epsilon_lower_bound_ci=tf_privacy_bound(r),
             )
         )
     return AuditReport(
