@@ -125,13 +125,14 @@ test_that("a DP fit on the synthetic sequences runs from R and charges the estim
   expect_equal(spent$spent, estimate, tolerance = 1e-9)
 })
 
-test_that("r_pkg/vignettes holds copies of the repository's vignettes", {
-  # Only in the source tree (make test-r runs from the repository): vignettes/ is canonical.
+test_that("r_pkg/vignettes holds current copies of the repository's vignettes", {
+  # Only in the source tree (make test-r runs from the repository): vignettes/ is the only
+  # committed copy; the Makefile's r-package and check-r targets copy it to r_pkg/vignettes/.
   top <- file.path("..", "..", "..", "vignettes")
   pkg <- file.path("..", "..", "vignettes")
   skip_if_not(dir.exists(top) && dir.exists(pkg), "not run from the repository's source tree")
   for (v in c("getting-started.Rmd", "dp-heart-rate.Rmd")) {
     expect_identical(readLines(file.path(pkg, v)), readLines(file.path(top, v)),
-                     label = paste0("r_pkg/vignettes/", v, " (copy it from vignettes/)"))
+                     label = paste0("r_pkg/vignettes/", v, " (make r-package copies it from vignettes/)"))
   }
 })
