@@ -17,7 +17,15 @@ import numpy as np
 from op_tensorflow import _checks
 from op_tensorflow.budget import PrivacyBudget
 
-__all__ = ["MECHANISMS", "Mechanism", "check_eps", "check_float_range", "fresh_rng", "gaussian_noise_multiplier"]
+__all__ = [
+    "MECHANISMS",
+    "Mechanism",
+    "check_eps",
+    "check_float_range",
+    "fresh_rng",
+    "gaussian_noise_multiplier",
+    "laplace_event",
+]
 
 MECHANISMS = ("laplace", "gaussian")
 
