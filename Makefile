@@ -1,10 +1,29 @@
 # op-tensorflow: `make demo` runs the main job, `make test` runs every test.
-# Both install what they need (Debian's R packages, .venv, the Python and R packages)
+# Both install what they need (Debian's R packages, the virtual environments, the Python and R packages)
 # and are idempotent: a second run reinstalls nothing that is up to date.
+#
+# Stacks (see the README, "Stacks"):
+#   .venv        primary: Python 3.11, TensorFlow 2.21 with Keras 3; tf_keras installed too, so the same
+#                venv runs Keras 2 with TF_USE_LEGACY_KERAS=1
+#   .venv-tf215  Python 3.11, TensorFlow 2.15.1 with Keras 2 (the previous pinned stack)
+#   .venv-py312  Python 3.12, TensorFlow 2.21: checks that `pip install -e .` keeps TensorFlow at 2.21
+# numpy < 2 wherever R is used: Debian's reticulate 1.28 cannot exchange numpy 2 arrays.
+# TF Privacy and tensorflow-empirical-privacy are installed with --no-deps: they declare
+# tensorflow-estimator, dp-accounting==0.4.3, pandas~=1.4 and tf-models-official, which would downgrade
+# TensorFlow or fail to resolve; the modules op_tensorflow uses need none of them.
 
 PYTHON ?= python3.11
+# Python 3.12: on PATH, else pyenv's (Debian 12 has no python3.12 package).
+PYTHON312 ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null); do \
+	$$p -c '' >/dev/null 2>&1 && { echo $$p; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
+VENV215 := .venv-tf215
+VENV312 := .venv-py312
+TF_PRIMARY := tensorflow==2.21.0 tf-keras==2.21.0 "numpy<2"
+TF_215 := tensorflow==2.15.1 dp-accounting==0.4.3 "numpy<2"
+TF_PRIVACY := tensorflow-privacy==0.9.0 tensorflow-empirical-privacy==0.1.0
+QUICK_TESTS := tests/test_accounting.py tests/test_frame.py tests/test_model.py tests/test_zoo.py
 APT_PACKAGES := r-base-core r-cran-reticulate r-cran-testthat r-cran-knitr r-cran-rmarkdown pandoc
 R_SOURCES := $(shell find r_pkg -type f -not -name '*.o' -not -name '*.so' 2>/dev/null)
 
@@ -13,12 +32,14 @@ export R_LD_LIBRARY_PATH := /usr/lib/R/lib
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test setup r-deps python-deps r-package lint test-python test-r check-r vignettes bench clean
+.PHONY: demo test setup r-deps python-deps r-package lint test-python test-python-tf-keras test-tf215 \
+	test-py312 test-r test-r-tf-keras check-r vignettes vignettes-tf-keras bench bench-tf-keras clean
 
 demo: setup
 	$(PY) -m op_tensorflow.demo
 
-test: setup lint check-r vignettes test-python
+test: setup lint check-r test-r-tf-keras vignettes vignettes-tf-keras test-python test-python-tf-keras \
+	test-tf215 test-py312
 
 setup: r-deps python-deps r-package
 
@@ -37,11 +58,29 @@ $(VENV)/.r-deps:
 	@mkdir -p $(VENV) && touch $@
 
 python-deps: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps "tensorflow-empirical-privacy==0.1.0"
+	$(PY) -m pip install -q -e ".[dev]" $(TF_PRIMARY)
+	$(PY) -m pip install -q --no-deps $(TF_PRIVACY)
+	@touch $@
+
+$(VENV215)/.installed: pyproject.toml Makefile
+	@test -x $(VENV215)/bin/python || $(PYTHON) -m venv $(VENV215)
+	$(VENV215)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(VENV215)/bin/python -m pip install -q -e ".[dev]" $(TF_215)
+	$(VENV215)/bin/python -m pip install -q --no-deps $(TF_PRIVACY)
+	@touch $@
+
+# TensorFlow first, as a user's environment has it; then op-tensorflow must leave it at 2.21.
+$(VENV312)/.installed: pyproject.toml Makefile
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found: install it (e.g. pyenv install 3.12) or pass PYTHON312=..."; exit 1; }
+	@test -x $(VENV312)/bin/python || $(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(VENV312)/bin/python -m pip install -q $(TF_PRIMARY)
+	$(VENV312)/bin/python -m pip install -q -e ".[dev]"
+	$(VENV312)/bin/python -m pip install -q --no-deps --ignore-requires-python $(TF_PRIVACY)
+	$(VENV312)/bin/python -m op_tensorflow.stack --install-imp-shim
 	@touch $@
 
 r-package: $(VENV)/.r-package
@@ -54,8 +93,14 @@ lint: python-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+R_TESTS := Rscript -e 'library(testthat); library(optensorflow); res <- test_dir("r_pkg/tests/testthat", package = "optensorflow", load_package = "installed", reporter = "summary", stop_on_failure = TRUE)'
+
 test-r: setup
-	Rscript -e 'library(testthat); library(optensorflow); res <- test_dir("r_pkg/tests/testthat", package = "optensorflow", load_package = "installed", reporter = "summary", stop_on_failure = TRUE)'
+	$(R_TESTS)
+
+# The R package on Keras 2 (tf_keras): chosen with OPTENSORFLOW_KERAS before Python starts.
+test-r-tf-keras: setup
+	OPTENSORFLOW_KERAS=tf_keras $(R_TESTS)
 
 # R CMD build/check of the package (its testthat suite runs inside the check); the
 # vignettes are knitted by the `vignettes` target instead of a second time here.
@@ -81,6 +126,18 @@ vignettes: setup
 
 test-python: setup
 	$(PY) -m pytest -q
+
+# Keras 2 on TF 2.21: the same venv, tf.keras resolved to tf_keras.
+test-python-tf-keras: setup
+	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest -q
+
+test-tf215: $(VENV215)/.installed
+	$(VENV215)/bin/python -m pytest -q $(QUICK_TESTS)
+
+test-py312: $(VENV312)/.installed $(VENV)/.r-package
+	$(VENV312)/bin/python -m op_tensorflow.stack --expect-tensorflow 2.21.0
+	$(VENV312)/bin/python -m pytest -q tests/test_accounting.py tests/test_model.py
+	RETICULATE_PYTHON=$(CURDIR)/$(VENV312)/bin/python Rscript tests/r_smoke.R
 
 bench: setup
 	$(PY) bench/bench_accounting.py

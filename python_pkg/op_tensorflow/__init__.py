@@ -1,5 +1,6 @@
 """op_tensorflow: differentially private deep learning for TensorFlow/Keras."""
 
+from op_tensorflow import _tf_privacy_hook  # noqa: F401  (first: before any module imports TF Privacy)
 from op_tensorflow.accounting import (
     compute_dp_sgd_privacy,
     compute_rdp,

@@ -11,8 +11,8 @@ import contextlib
 
 import numpy as np
 import tensorflow as tf
-from keras.src.losses import LossFunctionWrapper
 
+from op_tensorflow import keras_seam
 from op_tensorflow.errors import BudgetExceededError, PrivacyError
 from op_tensorflow.frame import PrivateDataFrame, PrivateSeries
 from op_tensorflow.loader import PrivateDataLoader
@@ -24,12 +24,8 @@ def per_example_loss(loss) -> tf.keras.losses.Loss:
         loss = tf.keras.losses.get(loss)
     except (ValueError, TypeError, KeyError) as err:
         raise ValueError(f"loss must be a Keras loss (instance, name or function), got {loss!r}: {err}") from None
-    if isinstance(loss, tf.keras.losses.Loss):
-        config = loss.get_config()
-        config["reduction"] = tf.keras.losses.Reduction.NONE
-        return type(loss).from_config(config)
-    if callable(loss):
-        return LossFunctionWrapper(loss, reduction=tf.keras.losses.Reduction.NONE, name=getattr(loss, "__name__", None))
+    if isinstance(loss, tf.keras.losses.Loss) or callable(loss):
+        return keras_seam.unreduced_loss(loss)
     raise ValueError(f"loss must be a Keras loss (instance, class name string or function), got {loss!r}.")
 
 
@@ -70,11 +66,7 @@ def single_loss(model, loss, kwargs: dict):
 
 
 def compiled_metric_names(model) -> list:
-    compiled = getattr(model, "compiled_metrics", None)
-    if compiled is None:
-        return []
-    metrics = compiled._user_metrics
-    return tf.nest.flatten(metrics) if metrics is not None else []
+    return keras_seam.compiled_metrics(model)
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from op_tensorflow import graph
+from op_tensorflow import keras_seam
 from op_tensorflow.registry import fallback_layer_computation, make_registry
 from op_tensorflow.registry.fallback import map_over_examples
 
@@ -45,7 +45,7 @@ def layer_hook(tape: tf.GradientTape, registry, *, training: bool = True):
     """
 
     def hook(layer, args, kwargs):
-        kwargs = graph.with_training(layer, kwargs, training)
+        kwargs = keras_seam.with_training(layer, kwargs, training)
         if not layer.trainable_variables:
             return layer(*args, **kwargs), None
         fn = registry.lookup(layer) if registry.is_elem(layer) else fallback_layer_computation
@@ -86,11 +86,11 @@ def ghost_norms(model, x, y, loss_fn, *, registry=None, training: bool = True):
     ``tape`` is the persistent tape of the forward pass (the caller deletes it).
     """
     registry = make_registry() if registry is None else registry
-    variables = model.trainable_variables
+    variables = keras_seam.tape_variables(model.trainable_variables)
     tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
     with tape:
         tape.watch(variables)
-        outputs, hooks = graph.forward_pass(model, x, layer_hook(tape, registry, training=training))
+        outputs, hooks = keras_seam.forward_pass(model, x, layer_hook(tape, registry, training=training))
         losses = per_example_losses(loss_fn, y, outputs)
         summed_loss = tf.reduce_sum(losses)
     hooks = [h for h in hooks if h is not None]
@@ -101,7 +101,7 @@ def ghost_norms(model, x, y, loss_fn, *, registry=None, training: bool = True):
 
 
 def _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training):
-    variables = model.trainable_variables
+    variables = keras_seam.tape_variables(model.trainable_variables)
     norms, losses, _, tape = ghost_norms(model, x, y, loss_fn, registry=registry, training=training)
     factors, ok = clip_factors(norms, losses, l2_norm_clip)
     grads = tape.gradient(
@@ -113,7 +113,7 @@ def _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training):
 
 def per_example_gradients(model, x, y, loss_fn, *, training: bool = True):
     """Each example's gradient, computed on its own: ``(grads, norms, losses)``, grads stacked on axis 0."""
-    variables = model.trainable_variables
+    variables = keras_seam.tape_variables(model.trainable_variables)
 
     def one(example):
         xi, yi = example

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from op_tensorflow import _checks, accounting, arguments, clipping, graph, preflight, saving
+from op_tensorflow import _checks, accounting, arguments, clipping, keras_seam, preflight, saving
 from op_tensorflow.frame import PrivateDataFrame, PrivateSeries, _raw
 from op_tensorflow.loader import PrivateDataLoader, _as_frame, _column_bounds
 from op_tensorflow.registry import make_registry
@@ -52,8 +52,7 @@ class PrivateKerasModel:
     def __init__(
         self, model=None, l2_norm_clip: float = 1.0, noise_multiplier: float = 1.1, *, seed=None, fix: bool = False
     ):
-        if not isinstance(model, tf.keras.Model):
-            raise TypeError(f"model must be a tf.keras Model (Sequential or functional), got {type(model).__name__}.")
+        keras_seam.check_model(model)
         self.l2_norm_clip = _checks.positive_float("l2_norm_clip", l2_norm_clip)
         self.noise_multiplier = _checks.positive_float("noise_multiplier", noise_multiplier)
         _checks.clip_and_noise(self.l2_norm_clip, self.noise_multiplier)
@@ -145,7 +144,7 @@ class PrivateKerasModel:
     def _ensure_built(self, input_shape) -> None:
         if not self._model.built or not getattr(self._model, "inputs", None):
             self._model.build((None, *input_shape))
-        if not graph.has_layer_graph(self._model):
+        if not keras_seam.has_layer_graph(self._model):
             raise ValueError(
                 "model must be a Sequential or functional Keras model (subclassed models have no layer graph for "
                 "per-example clipping); rebuild it with the functional API."
@@ -484,9 +483,8 @@ def load_private_model(path, *, seed=None) -> PrivateKerasModel:
     model, meta = saving.read_bundle(path)
     dp_model = PrivateKerasModel(model, meta["l2_norm_clip"], meta["noise_multiplier"], seed=seed)
     dp_model.privacy.update({k: meta[k] for k in dp_model.privacy if k in meta})
-    if model.optimizer is not None and model.compiled_loss is not None:
-        dp_model._loss_fn = arguments.per_example_loss(
-            arguments.single_loss(model, model.compiled_loss._user_losses, {})
-        )
+    loss = keras_seam.compiled_loss(model)
+    if model.optimizer is not None and loss is not None:
+        dp_model._loss_fn = arguments.per_example_loss(arguments.single_loss(model, loss, {}))
         dp_model._optimizer = model.optimizer
     return dp_model

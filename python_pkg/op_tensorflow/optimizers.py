@@ -29,8 +29,8 @@ import math
 import numbers
 
 import numpy as np
-import tensorflow_privacy
 
+from op_tensorflow import keras_seam
 from op_tensorflow._checks import clip_and_noise, positive_float, positive_int
 
 __all__ = [
@@ -95,11 +95,24 @@ def _learning_rate(value):
     raise TypeError(f"learning_rate must be a number or a learning-rate schedule, got {type(value).__name__}.")
 
 
+def _require_keras2(name: str) -> None:
+    """TF Privacy's DP optimizers are Keras 2 optimizers; Keras 3 cannot run them."""
+    if keras_seam.KERAS3:
+        raise RuntimeError(
+            f"{name} needs Keras 2, but op_tensorflow runs on {keras_seam.keras_description()}. A Keras 3 optimizer "
+            "never sees per-example losses (Keras 3 reduces the loss before the optimizer is called), so no DP "
+            "optimizer can clip per example there. Use op_tensorflow.PrivateKerasModel(model, l2_norm_clip=..., "
+            "noise_multiplier=...) with a standard optimizer such as tf.keras.optimizers.Adam, which clips and adds "
+            "noise itself; or set TF_USE_LEGACY_KERAS=1 before importing tensorflow to use Keras 2 (tf_keras)."
+        )
+
+
 def _checked_factory(name: str):
     """TF Privacy's optimizer factory ``name`` with its DP arguments validated first."""
-    factory = getattr(tensorflow_privacy, name)
 
     def make(l2_norm_clip, noise_multiplier, num_microbatches=None, gradient_accumulation_steps=1, *args, **kwargs):
+        _require_keras2(name)
+        factory = getattr(keras_seam.tf_privacy_module("privacy.optimizers.dp_optimizer_keras"), name)
         dp = _dp_args(l2_norm_clip, noise_multiplier, num_microbatches)
         steps = positive_int(
             "gradient_accumulation_steps", _python_scalar("gradient_accumulation_steps", gradient_accumulation_steps)
@@ -112,7 +125,7 @@ def _checked_factory(name: str):
     make.__doc__ = (
         f"TF Privacy's ``{name}``, with ``l2_norm_clip``, ``noise_multiplier``, ``num_microbatches`` "
         "and ``gradient_accumulation_steps`` checked (a ValueError or TypeError naming the argument) before "
-        "it is built.\n\n" + (factory.__doc__ or "")
+        "it is built. Keras 2 only (on Keras 3 it raises RuntimeError pointing to PrivateKerasModel)."
     )
     return make
 
@@ -143,6 +156,7 @@ def DPAdamGaussianOptimizer(l2_norm_clip, noise_multiplier, num_microbatches=Non
     Returns:
         A ``tensorflow_privacy.DPKerasAdamOptimizer`` instance.
     """
+    _require_keras2("DPAdamGaussianOptimizer")
     dp = _dp_args(l2_norm_clip, noise_multiplier, num_microbatches)
     return DPKerasAdamOptimizer(**dp, learning_rate=_learning_rate(learning_rate), **kwargs)
 
@@ -170,5 +184,6 @@ def DPGradientDescentGaussianOptimizer(
     Returns:
         A ``tensorflow_privacy.DPKerasSGDOptimizer`` instance.
     """
+    _require_keras2("DPGradientDescentGaussianOptimizer")
     dp = _dp_args(l2_norm_clip, noise_multiplier, num_microbatches)
     return DPKerasSGDOptimizer(**dp, learning_rate=_learning_rate(learning_rate), **kwargs)

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import context as tf_context
 
-from op_tensorflow import clipping, graph
+from op_tensorflow import clipping, keras_seam
 from op_tensorflow.errors import PrivacyError
 
 __all__ = [
@@ -106,24 +106,31 @@ def _close(a, b) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- the walk
 
 
+_tape_vars = keras_seam.tape_variables
+
+
 def plan_clipping(model: tf.keras.Model, x: tf.Tensor) -> ClippingPlan:
     """Chooses the clipping path from one eager walk of the layer graph on public inputs ``x``."""
-    calls, owners, foreign, random = Counter(), {}, [], []
-    refs = {v.ref(): v for v in model.trainable_variables}
+    calls, owners, foreign, random, masks = Counter(), {}, [], [], []
+    names = {
+        id(t): v.name for v, t in zip(model.trainable_variables, _tape_vars(model.trainable_variables), strict=True)
+    }
 
     def hook(layer, args, kwargs):
-        kwargs = graph.with_training(layer, kwargs, True)
+        kwargs = keras_seam.with_training(layer, kwargs, True)
         with tf.GradientTape(watch_accessed_variables=True) as tape:
             outputs = layer(*args, **kwargs)
-        own = {v.ref() for v in layer.trainable_variables}
+        own = {id(t) for t in _tape_vars(layer.trainable_variables)}
         foreign.extend(
-            (layer.name, refs[v.ref()].name) for v in tape.watched_variables() if v.ref() in refs and v.ref() not in own
+            (layer.name, names[id(v)]) for v in tape.watched_variables() if id(v) in names and id(v) not in own
         )
+        if keras_seam.output_has_mask(outputs) and layer.name not in masks:
+            masks.append(layer.name)
         if own:
             calls[layer.name] += 1
             for ref in own:
                 owners.setdefault(ref, set()).add(layer.name)
-            if graph.expects_training_arg(layer):
+            if keras_seam.call_has_training_arg(layer):
                 again = layer(*args, **kwargs)
                 if not all(
                     _close(a, b).all() for a, b in zip(tf.nest.flatten(outputs), tf.nest.flatten(again), strict=True)
@@ -131,7 +138,7 @@ def plan_clipping(model: tf.keras.Model, x: tf.Tensor) -> ClippingPlan:
                     random.append(layer.name)
         return outputs, None
 
-    graph.forward_pass(model, x, hook)
+    keras_seam.forward_pass(model, x, hook)
     reasons = []
     shared = sorted(name for name, count in calls.items() if count > 1)
     if shared:
@@ -142,7 +149,6 @@ def plan_clipping(model: tf.keras.Model, x: tf.Tensor) -> ClippingPlan:
     if foreign:
         pairs = sorted({f"{layer} reads {var}" for layer, var in foreign})
         reasons.append(f"weights are used outside the layer that owns them ({', '.join(pairs)})")
-    masks = graph.mask_producers(model)
     if masks:
         reasons.append(f"the graph carries Keras masks (from {masks})")
     if random:
@@ -223,16 +229,16 @@ def _first_mixing_layer(model, x, x_alt, training, reseed) -> str | None:
     recorded = []
 
     def hook(layer, args, kwargs):
-        kwargs = graph.with_training(layer, kwargs, training)
+        kwargs = keras_seam.with_training(layer, kwargs, training)
         outputs = layer(*args, **kwargs)
         recorded.append((layer.name, [t for t in tf.nest.flatten(outputs) if tf.is_tensor(t) and t.shape.rank]))
         return outputs, None
 
     reseed()
-    graph.forward_pass(model, x, hook)
+    keras_seam.forward_pass(model, x, hook)
     first, recorded[:] = list(recorded), []
     reseed()
-    graph.forward_pass(model, x_alt, hook)
+    keras_seam.forward_pass(model, x_alt, hook)
     for (name, a), (_, b) in zip(first, recorded, strict=True):
         if not all(_close(u[1:], v[1:]).all() for u, v in zip(a, b, strict=True)):
             return name
@@ -251,7 +257,7 @@ def _is_random(model, x) -> bool:
 def _reference(model, loss_fn, x, y):
     """Per-example squared gradient norms per variable, one example at a time (eager, inference mode)."""
     rows = []
-    variables = model.trainable_variables
+    variables = _tape_vars(model.trainable_variables)
     for i in range(int(x.shape[0])):
         with tf.GradientTape() as tape:
             loss = clipping.per_example_losses(loss_fn, y[i : i + 1], model(x[i : i + 1], training=False))[0]
@@ -282,11 +288,13 @@ def _check_norms(model, loss_fn, x, y, plan, registry) -> ClippingPlan:
             return norms, losses, [s for _, s in per_layer]
 
         norms, losses, per_layer = ghost(x, y)
-        index = {v.ref(): j for j, v in enumerate(variables)}
+        index = {id(t): j for j, t in enumerate(_tape_vars(variables))}
         wrong = [
             layer.name
             for layer, squared in zip(layers, per_layer, strict=True)
-            if not _close(squared, reference[:, [index[v.ref()] for v in layer.trainable_variables]].sum(axis=1)).all()
+            if not _close(
+                squared, reference[:, [index[id(t)] for t in _tape_vars(layer.trainable_variables)]].sum(axis=1)
+            ).all()
         ]
         if not wrong and not _close(norms, np.sqrt(reference.sum(axis=1))).all():
             wrong = ["(the model as a whole)"]

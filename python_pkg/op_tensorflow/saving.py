@@ -10,7 +10,7 @@ import zipfile
 
 import tensorflow as tf
 
-from op_tensorflow import _checks
+from op_tensorflow import _checks, keras_seam
 
 __all__ = ["FORMAT", "model_path", "read_bundle", "write_bundle"]
 
@@ -38,8 +38,7 @@ def write_bundle(keras_model: tf.keras.Model, meta: dict, path) -> None:
     _remove_stale_saves(directory, name)
     with tempfile.TemporaryDirectory(dir=directory, prefix=f".{name}.{os.getpid()}.", suffix=".saving") as tmp:
         keras_path = os.path.join(tmp, "model.keras")
-        # save_format pinned: Keras 2.15 otherwise falls back to HDF5 in a thread that ran load_model.
-        keras_model.save(keras_path, save_format="keras_v3")
+        keras_seam.save_model(keras_model, keras_path)
         staged = os.path.join(tmp, "bundle.zip")
         with zipfile.ZipFile(staged, "w") as bundle:
             bundle.write(keras_path, "model.keras")

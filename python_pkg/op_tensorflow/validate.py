@@ -23,12 +23,8 @@ from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 
+from op_tensorflow import keras_seam
 from op_tensorflow._checks import one_of
-
-try:  # The common base of BatchNormalization (v2 and TF1) and SyncBatchNormalization in Keras 2.15.
-    from keras.src.layers.normalization.batch_normalization import BatchNormalizationBase as _BatchNormBase
-except ImportError:  # pragma: no cover - other Keras 2 layouts
-    _BatchNormBase = tf.keras.layers.BatchNormalization
 
 __all__ = ["CONDITIONALLY_INCOMPATIBLE", "INCOMPATIBLE", "fix_model", "incompatible_layers", "validate_model"]
 
@@ -56,7 +52,7 @@ _STATEFUL_RNN_REASON = (
 )
 
 INCOMPATIBLE: dict[type, str] = {
-    _BatchNormBase: _BATCH_NORM_REASON,
+    **{cls: _BATCH_NORM_REASON for cls in keras_seam.BATCH_NORM_CLASSES},
 }
 """Layer classes (subclasses included) that are never compatible with DP training, and why."""
 
@@ -167,7 +163,7 @@ def validate_model(model: tf.keras.layers.Layer) -> None:
 
 
 def _is_batch_norm(layer: tf.keras.layers.Layer) -> bool:
-    return isinstance(layer, _BatchNormBase)
+    return isinstance(layer, keras_seam.BATCH_NORM_CLASSES)
 
 
 def _contains_batch_norm(layer: tf.keras.layers.Layer) -> bool:
@@ -176,7 +172,7 @@ def _contains_batch_norm(layer: tf.keras.layers.Layer) -> bool:
 
 def _is_graph_model(layer: tf.keras.layers.Layer) -> bool:
     """True for Sequential and functional models, which ``clone_model`` can rebuild layer by layer."""
-    return isinstance(layer, tf.keras.Sequential) or bool(getattr(layer, "_is_graph_network", False))
+    return isinstance(layer, tf.keras.Sequential) or keras_seam.has_layer_graph(layer)
 
 
 def _bn_axes(bn: tf.keras.layers.Layer) -> list[int]:

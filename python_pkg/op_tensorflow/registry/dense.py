@@ -18,6 +18,8 @@ from op_tensorflow.registry import register_layer
 @register_layer(tf.keras.layers.Dense)
 def dense_computation(layer_instance, input_args, input_kwargs, tape, num_microbatches=None):
     """Registry function for ``tf.keras.layers.Dense`` (see tensorflow-privacy's ``dense_layer_computation``)."""
+    # Keras 3's Dense.call takes a `training` argument it ignores; tensorflow-privacy refuses any kwarg.
+    input_kwargs = {k: v for k, v in input_kwargs.items() if k != "training"}
     if num_microbatches is not None:
         return dense_layer_computation(layer_instance, input_args, input_kwargs, tape, num_microbatches)
     base_vars, outputs, _ = dense_layer_computation(layer_instance, input_args, input_kwargs, tape, None)

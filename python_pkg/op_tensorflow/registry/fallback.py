@@ -33,6 +33,8 @@ import tensorflow as tf
 from absl import logging
 from tensorflow_privacy.privacy.fast_gradient_clipping import type_aliases
 
+from op_tensorflow import keras_seam
+
 __all__ = ["fallback_layer_computation", "map_over_examples"]
 
 
@@ -76,15 +78,54 @@ def _quiet_tensorflow_logs():
         logger.setLevel(level)
 
 
+def _onednn_breaks_pfor_matmul() -> bool:
+    """TF >= 2.16 with oneDNN (on by default on x86 Linux) runs pfor's vectorized matmuls wrongly.
+
+    Measured on TF 2.21: ``tf.vectorized_map(lambda b: tf.matmul(b[None], k)[0], x)`` returns garbage or
+    aborts the process (``free(): invalid pointer``); with ``TF_ENABLE_ONEDNN_OPTS=0``, and on TF 2.15, it is
+    exact. Keras 3's einsum (EinsumDense, MultiHeadAttention) lowers to such matmuls.
+    """
+    if tuple(int(p) for p in tf.__version__.split(".")[:2]) < (2, 16):
+        return False
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # pragma: no cover - other TF layouts: assume the bug
+        return True
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+_PFOR_MATMUL_BROKEN = _onednn_breaks_pfor_matmul()
+
+
+def _vectorized_map_has_matmul(fn, elems):
+    """``tf.vectorized_map(fn, elems)`` and whether the ops it added include a matmul (graph mode only)."""
+    graph = tf.compat.v1.get_default_graph()
+    before = len(graph.get_operations())
+    result = tf.vectorized_map(fn, elems)
+    return result, any("MatMul" in op.type for op in graph.get_operations()[before:])
+
+
 def map_over_examples(fn, elems, fn_output_signature, *, key):
     """``fn`` over axis 0 of ``elems``: ``tf.vectorized_map`` if pfor can convert it, else ``tf.map_fn``.
 
-    ``key`` (the layer or model) remembers a failed conversion, so later traces do not retry it.
+    ``key`` (the layer or model) remembers a failed conversion, so later traces do not retry it. Where
+    oneDNN breaks pfor's matmuls (see :func:`_onednn_breaks_pfor_matmul`), a vectorized computation with a
+    matmul is discarded (its ops are never run) and the loop is used instead: slower, exact.
     """
+    if _PFOR_MATMUL_BROKEN and tf.executing_eagerly():
+        _NOT_VECTORIZABLE.add(key)
     if key not in _NOT_VECTORIZABLE:
         try:
             with _quiet_tensorflow_logs():
-                return tf.vectorized_map(fn, elems)
+                if not _PFOR_MATMUL_BROKEN:
+                    return tf.vectorized_map(fn, elems)
+                result, has_matmul = _vectorized_map_has_matmul(fn, elems)
+                if not has_matmul:
+                    return result
+            _NOT_VECTORIZABLE.add(key)
+            logging.info(
+                "Not vectorizing %s: oneDNN's vectorized matmul is wrong on this TF; using tf.map_fn.", key.name
+            )
         except Exception as err:  # Any vectorization failure falls back to a loop.
             _NOT_VECTORIZABLE.add(key)
             reason = str(err).strip().splitlines()[-1] if str(err).strip() else ""
@@ -137,7 +178,7 @@ class _PerExampleNorms:
         for position, value in zip(self._batched_positions, example[:num_inputs], strict=True):
             flat[position] = value[None]
         args, kwargs = tf.nest.pack_sequence_as(self._call_args, flat)
-        variables = self._layer.trainable_variables
+        variables = keras_seam.tape_variables(self._layer.trainable_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             outputs = _float_tensors(self._layer(*args, **kwargs))
