@@ -5,7 +5,15 @@
 #' Give integer arguments of Keras as R integers (`16L`) and shapes as lists
 #' (`input_shape = list(12L, 6L)`).
 #'
-#' @return The Python module `tensorflow.keras` (Keras 2).
+#' Which Keras that is depends on the mode chosen before Python starts (see
+#' [optensorflow_stack()]): Keras 3 by default, Keras 2 (the `tf_keras` package) with
+#' `options(optensorflow.keras = "tf_keras")` set before `library(optensorflow)`, and Keras 2
+#' on TensorFlow 2.15. Build models with this module rather than with another Keras (e.g. the R
+#' keras3 package's): private models accept only `tf.keras` models of the Keras in use. The
+#' model code above works with both; Keras 3 prefers `k$Input(shape = list(2L))` as a first layer
+#' to `input_shape =` (which it still accepts, with a warning).
+#'
+#' @return The Python module `tensorflow.keras`: Keras 3, or Keras 2 in the `"tf_keras"` mode.
 #' @examplesIf op_tensorflow_available()
 #' \donttest{
 #' k <- keras_module()
@@ -16,6 +24,7 @@
 #' }
 #' @export
 keras_module <- function() {
+  ensure_keras_mode()
   tryCatch(reticulate::import("tensorflow")$keras, error = function(e) rethrow_py_error(e))
 }
 

@@ -12,6 +12,12 @@
 #' deviation `l2_norm_clip * noise_multiplier` is added to their sum. [private_keras_model()]
 #' reaches the same guarantee faster, with a budget-checked ledger.
 #'
+#' These optimizers need Keras 2: restart R and set `options(optensorflow.keras = "tf_keras")`
+#' before `library(optensorflow)` (see [optensorflow_stack()]). On Keras 3 they stop with an
+#' error of class `RuntimeError`: a Keras 3 optimizer never sees per-example losses (Keras 3
+#' reduces the loss first), so no optimizer can clip per example there; use
+#' [private_keras_model()], which clips and adds the noise itself, with a standard optimizer.
+#'
 #' @param l2_norm_clip Maximum L2 norm of each microbatch's gradient.
 #' @param noise_multiplier Standard deviation of the noise as a multiple of `l2_norm_clip`.
 #' @param num_microbatches Microbatches per batch; `NULL` means one per example. Whole numbers
@@ -20,7 +26,7 @@
 #' @param ... Further arguments for the Keras optimizer (e.g. `beta_1`, `momentum`) or for TF
 #'   Privacy (`gradient_accumulation_steps`).
 #' @return A Keras optimizer (Python object) for `model$compile(optimizer = ...)`.
-#' @examplesIf op_tensorflow_available()
+#' @examplesIf op_tensorflow_available() && optensorflow_stack()$keras == "tf_keras"
 #' \donttest{
 #' k <- keras_module()
 #' model <- k$Sequential(list(k$layers$Dense(1L, input_shape = list(3L))))
@@ -32,6 +38,7 @@
 #' @export
 dp_adam_gaussian_optimizer <- function(l2_norm_clip, noise_multiplier, num_microbatches = NULL,
                                        learning_rate = 0.001, ...) {
+  require_keras2("dp_adam_gaussian_optimizer()")
   do.call(py_call, c(
     list(op$DPAdamGaussianOptimizer, l2_norm_clip, noise_multiplier,
          num_microbatches = as_py_count(num_microbatches), learning_rate = learning_rate),
@@ -43,9 +50,24 @@ dp_adam_gaussian_optimizer <- function(l2_norm_clip, noise_multiplier, num_micro
 #' @export
 dp_gradient_descent_gaussian_optimizer <- function(l2_norm_clip, noise_multiplier, num_microbatches = NULL,
                                                    learning_rate = 0.01, ...) {
+  require_keras2("dp_gradient_descent_gaussian_optimizer()")
   do.call(py_call, c(
     list(op$DPGradientDescentGaussianOptimizer, l2_norm_clip, noise_multiplier,
          num_microbatches = as_py_count(num_microbatches), learning_rate = learning_rate),
     as_py_args(...)
   ))
+}
+
+# TF Privacy's optimizers are Keras 2 optimizers: refused on Keras 3, in R's terms.
+require_keras2 <- function(what) {
+  if (ensure_keras_mode() == "keras3") {
+    py_stop("RuntimeError", .call = sys.call(-1),
+            what, " needs Keras 2, but optensorflow runs on ", .state$description, ". A Keras 3 optimizer never ",
+            "sees per-example losses (Keras 3 reduces the loss before the optimizer is called), so no DP optimizer ",
+            "can clip per example there. Use private_keras_model(model, l2_norm_clip = , noise_multiplier = ) with ",
+            "dp_compile(model, optimizer = \"adam\", ...), which clips and adds the noise itself; or, for TF ",
+            "Privacy's optimizer, restart R and set options(optensorflow.keras = \"tf_keras\") before ",
+            "library(optensorflow) to run Keras 2.")
+  }
+  invisible()
 }

@@ -3,6 +3,7 @@
 # The work is done by Python's op_tensorflow.ppg; these functions convert to and from R.
 
 ppg_module <- function() {
+  ensure_keras_mode()
   tryCatch(reticulate::import("op_tensorflow.ppg"), error = function(e) rethrow_py_error(e))
 }
 

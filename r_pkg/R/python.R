@@ -7,6 +7,7 @@
 # `.convert = FALSE` returns the raw Python object (no conversion to R), e.g. to take a pandas
 # result apart in R without reticulate's pandas converters.
 py_call <- function(fun, ..., .convert = TRUE) {
+  ensure_keras_mode() # before `fun` and the arguments, which may import TensorFlow, are evaluated
   dots <- list(...)
   named <- if (is.null(names(dots))) rep(FALSE, length(dots)) else nzchar(names(dots))
   bridge <- reticulate::import("op_tensorflow._rbridge", convert = FALSE)

@@ -2,7 +2,9 @@
 #'
 #' The R interface to the Python package 'op_tensorflow', reached through 'reticulate' (the R
 #' keras and tensorflow packages are not needed). Set `RETICULATE_PYTHON` to a Python with
-#' op_tensorflow installed (see [install_optensorflow()]) before loading the package.
+#' op_tensorflow installed (see [install_optensorflow()]) before loading the package. It runs on
+#' Keras 3 by default, or on Keras 2 with `options(optensorflow.keras = "tf_keras")` set before
+#' loading it (see [optensorflow_stack()]).
 #'
 #' * Privacy accounting: [get_privacy_budget()], [compute_rdp()], [get_privacy_spent()],
 #'   [compute_dp_sgd_privacy()], [noise_multiplier_for_epsilon()].
@@ -11,8 +13,10 @@
 #' * Private training: [keras_module()], [private_keras_model()], [dp_compile()], [dp_fit()],
 #'   [dp_predict()], [dp_evaluate()], [fix_model()], [validate_model()],
 #'   [save_private_model()], [load_private_model()].
-#' * TF Privacy's optimizers under the R blog's names: [dp_adam_gaussian_optimizer()],
-#'   [dp_gradient_descent_gaussian_optimizer()].
+#' * TF Privacy's optimizers under the R blog's names (Keras 2 only):
+#'   [dp_adam_gaussian_optimizer()], [dp_gradient_descent_gaussian_optimizer()].
+#' * The stack: [optensorflow_stack()] (and how to choose Keras 3 or Keras 2 with
+#'   `options(optensorflow.keras = )`), [install_optensorflow()].
 #'
 #' Python exceptions arrive as R errors classed by the exception's name, e.g.
 #' `tryCatch(..., BudgetExceededError = function(e) ..., PrivacyError = function(e) ...)`;
@@ -23,7 +27,12 @@
 # The Python core, imported lazily so that library(optensorflow) works before Python is set up.
 op <- NULL
 
+# Session state: the Keras mode once checked (see ensure_keras_mode()).
+.state <- new.env(parent = emptyenv())
+
 .onLoad <- function(libname, pkgname) {
+  keras_mode_on_load()           # TF_USE_LEGACY_KERAS, before reticulate starts Python
+  declare_requirements_on_load() # reticulate >= 1.41: py_require() for the ephemeral environment
   op <<- reticulate::import("op_tensorflow", delay_load = TRUE)
 }
 
@@ -34,5 +43,6 @@ op <- NULL
 #' op_tensorflow_available()
 #' @export
 op_tensorflow_available <- function() {
+  if (!reticulate::py_available(initialize = FALSE)) keras_mode_on_load()
   reticulate::py_module_available("op_tensorflow")
 }

@@ -5,7 +5,8 @@ test_that("get_privacy_budget reproduces the seed's printout and matches Python"
   skip_if_no_op_tensorflow()
   out <- capture.output(eps <- suppressWarnings(get_privacy_budget(100000, 4, 20, 1.2, 1e-5)))
   expect_equal(eps, seed_eps, tolerance = 1e-9)
-  expect_match(out[1], "EPSILON_REQUIRED = 0.27788023960058", fixed = TRUE)
+  # dp-accounting 0.4.3 (TF 2.15 stack) and 0.6 (TF 2.21) agree to 1e-10
+  expect_match(out[1], "EPSILON_REQUIRED = 0.2778802396", fixed = TRUE)
   expect_true("SAMPLE_SIZE = 100000" %in% out)
   expect_true("NUM_EPOCHS = 20" %in% out)
   # The same computation made by Python directly, through dp_accounting.
@@ -58,7 +59,6 @@ test_that("Python argument errors arrive as R errors with the same message", {
                  "target_delta=0.01 is >= 1/sample_size")
 })
 
-test_that("install_optensorflow and op_tensorflow_available", {
+test_that("op_tensorflow_available", {
   expect_type(op_tensorflow_available(), "logical")
-  expect_error(install_optensorflow(python = ""), "Python 3.11")
 })

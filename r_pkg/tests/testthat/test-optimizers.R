@@ -1,3 +1,7 @@
+# TF Privacy's optimizers are Keras 2 optimizers: trained with on Keras 2 (tf_keras or TF 2.15),
+# refused with an R-spelled error on Keras 3.
+keras2 <- function() optensorflow_stack()$keras == "tf_keras"
+
 fit_plain_keras <- function(optimizer) {
   k <- keras_module()
   set.seed(5)
@@ -12,8 +16,31 @@ fit_plain_keras <- function(optimizer) {
   as.numeric(unlist(h$history$loss))
 }
 
-test_that("dp_adam_gaussian_optimizer trains a plain Keras model with a per-example loss", {
+test_that("on Keras 3 the DP optimizers are refused, pointing to private_keras_model() and the tf_keras mode", {
   skip_if_no_op_tensorflow()
+  if (keras2()) {
+    expect_true(any(grepl("^tensorflow_privacy\\.", class(dp_adam_gaussian_optimizer(1, 1.1)))))
+    return(invisible())
+  }
+  for (make in list(function() dp_adam_gaussian_optimizer(l2_norm_clip = 1, noise_multiplier = 1.1),
+                    function() dp_gradient_descent_gaussian_optimizer(1, 1.1, num_microbatches = 4))) {
+    err <- expect_error(make(), class = "RuntimeError")
+    msg <- conditionMessage(err)
+    expect_match(msg, "needs Keras 2, but optensorflow runs on Keras 3", fixed = TRUE)
+    expect_match(msg, "private_keras_model(", fixed = TRUE)
+    expect_match(msg, "options(optensorflow.keras = \"tf_keras\")", fixed = TRUE)
+    expect_false(grepl("TF_USE_LEGACY_KERAS|PrivateKerasModel", msg)) # R's spelling, not Python's
+  }
+  err <- expect_error(dp_adam_gaussian_optimizer(1, 1.1), class = "RuntimeError")
+  expect_identical(deparse(conditionCall(err)), "dp_adam_gaussian_optimizer(1, 1.1)")
+})
+
+test_that("dp_adam_gaussian_optimizer trains a plain Keras model with a per-example loss (Keras 2)", {
+  skip_if_no_op_tensorflow()
+  if (!keras2()) {
+    expect_error(dp_adam_gaussian_optimizer(1, 1.1, num_microbatches = 16), class = "RuntimeError")
+    return(invisible())
+  }
   opt <- dp_adam_gaussian_optimizer(l2_norm_clip = 1, noise_multiplier = 1.1, num_microbatches = 16,
                                     learning_rate = 0.01)
   expect_true(any(grepl("^tensorflow_privacy\\.", class(opt))))
@@ -27,8 +54,12 @@ test_that("dp_adam_gaussian_optimizer trains a plain Keras model with a per-exam
   expect_true(all(is.finite(losses)))
 })
 
-test_that("dp_gradient_descent_gaussian_optimizer trains a plain Keras model", {
+test_that("dp_gradient_descent_gaussian_optimizer trains a plain Keras model (Keras 2)", {
   skip_if_no_op_tensorflow()
+  if (!keras2()) {
+    expect_error(dp_gradient_descent_gaussian_optimizer(1, 1.1), class = "RuntimeError")
+    return(invisible())
+  }
   opt <- dp_gradient_descent_gaussian_optimizer(l2_norm_clip = 1, noise_multiplier = 1.1)
   expect_true(any(grepl("^tensorflow_privacy\\.", class(opt))))
   config <- opt$get_config()
@@ -38,16 +69,22 @@ test_that("dp_gradient_descent_gaussian_optimizer trains a plain Keras model", {
   expect_true(all(is.finite(losses)))
 })
 
-test_that("DP optimizer arguments are checked by Python, with classed errors", {
+test_that("DP optimizer arguments are checked by Python, with classed errors (Keras 2)", {
   skip_if_no_op_tensorflow()
+  k <- keras_module()
+  model <- private_keras_model(k$Sequential(list(k$layers$Dense(1L, input_shape = list(3L)))))
+  expect_error(dp_compile(model), "loss must be given", class = "ValueError")
+  if (!keras2()) {
+    # the mode check comes first: no argument reaches TF Privacy on Keras 3
+    expect_error(dp_adam_gaussian_optimizer(l2_norm_clip = -1, noise_multiplier = 1.1), "needs Keras 2",
+                 class = "RuntimeError")
+    return(invisible())
+  }
   expect_error(dp_adam_gaussian_optimizer(l2_norm_clip = -1, noise_multiplier = 1.1),
                "l2_norm_clip must be a finite number > 0", class = "ValueError")
   expect_error(dp_gradient_descent_gaussian_optimizer(1, 1.1, num_microbatches = 2.5),
                "num_microbatches must be an integer >= 1", class = "ValueError")
   # a DP optimizer is refused by a private model, which adds the noise itself
-  k <- keras_module()
-  model <- private_keras_model(k$Sequential(list(k$layers$Dense(1L, input_shape = list(3L)))))
   expect_error(dp_compile(model, optimizer = dp_adam_gaussian_optimizer(1, 1.1), loss = "mse"),
                "already adds DP noise", class = "ValueError")
-  expect_error(dp_compile(model), "loss must be given", class = "ValueError")
 })

@@ -1,0 +1,165 @@
+# Which Keras the Python side runs: Keras 3 (TensorFlow >= 2.16's default tf.keras) or Keras 2
+# (tf_keras, chosen by TF_USE_LEGACY_KERAS=1, or TensorFlow 2.15's own Keras). TensorFlow reads
+# TF_USE_LEGACY_KERAS from Python's os.environ when it is first imported, so the mode must be
+# settled before that: at .onLoad (the environment variable, before reticulate starts Python) and
+# again at the first optensorflow call (os.environ, when Python runs but TensorFlow is not imported).
+
+keras_mode_values <- c(keras3 = "keras3", tf_keras = "tf_keras", keras2 = "tf_keras")
+
+legacy_keras_requested <- function(value) {
+  tolower(trimws(value)) %in% c("1", "true", "yes")
+}
+
+# The requested mode and where it comes from: the option optensorflow.keras, else the environment
+# variable OPTENSORFLOW_KERAS, else a TF_USE_LEGACY_KERAS the user set, else the default Keras 3.
+keras_mode_setting <- function() {
+  option <- getOption("optensorflow.keras")
+  env <- Sys.getenv("OPTENSORFLOW_KERAS", "")
+  if (!is.null(option)) {
+    value <- option
+    source <- "the option optensorflow.keras"
+  } else if (nzchar(env)) {
+    value <- env
+    source <- "the environment variable OPTENSORFLOW_KERAS"
+  } else if (nzchar(legacy <- Sys.getenv("TF_USE_LEGACY_KERAS", "")) && !isTRUE(.state$legacy_set_by_us)) {
+    return(list(mode = if (legacy_keras_requested(legacy)) "tf_keras" else "keras3",
+                source = "the environment variable TF_USE_LEGACY_KERAS", explicit = TRUE))
+  } else {
+    return(list(mode = "keras3", source = "the default", explicit = FALSE))
+  }
+  if (!is.character(value) || length(value) != 1 || !(tolower(value) %in% names(keras_mode_values))) {
+    shown <- if (is.character(value) && length(value) == 1) deparse(value) else paste0("a ", class(value)[1])
+    py_stop("ValueError", .call = NULL, source, " must be \"keras3\" or \"tf_keras\" (alias \"keras2\"), got ",
+            shown, ".")
+  }
+  list(mode = unname(keras_mode_values[tolower(value)]), source = source, explicit = TRUE)
+}
+
+# Sets TF_USE_LEGACY_KERAS for the requested mode: an explicit optensorflow setting wins over a
+# TF_USE_LEGACY_KERAS of the user's, which is left alone otherwise. With `python = TRUE` (Python
+# runs, TensorFlow not imported yet) Python's os.environ is set too: TensorFlow reads that copy.
+apply_keras_mode <- function(setting, python = FALSE) {
+  if (setting$source == "the environment variable TF_USE_LEGACY_KERAS") return(invisible())
+  if (!setting$explicit && !isTRUE(.state$legacy_set_by_us)) return(invisible())
+  if (setting$mode == "tf_keras") {
+    if (!legacy_keras_requested(Sys.getenv("TF_USE_LEGACY_KERAS", ""))) .state$legacy_set_by_us <- TRUE
+    Sys.setenv(TF_USE_LEGACY_KERAS = "1")
+    if (python) reticulate::py_run_string("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'")
+  } else {
+    Sys.unsetenv("TF_USE_LEGACY_KERAS")
+    .state$legacy_set_by_us <- FALSE
+    if (python) reticulate::py_run_string("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)")
+  }
+  invisible()
+}
+
+# Called in .onLoad: reads the setting before anything starts Python. An invalid value is reported
+# at the first call instead, so that library(optensorflow) itself still works.
+keras_mode_on_load <- function() {
+  setting <- tryCatch(keras_mode_setting(), error = function(e) NULL)
+  if (!is.null(setting) && !reticulate::py_available(initialize = FALSE)) apply_keras_mode(setting)
+  invisible()
+}
+
+# The Keras Python actually runs (imports TensorFlow): a list of R values.
+python_keras <- function() {
+  seam <- tryCatch(reticulate::import("op_tensorflow.keras_seam"), error = function(e) e)
+  if (inherits(seam, "error")) {
+    msg <- conditionMessage(seam)
+    if (grepl("TF_USE_LEGACY_KERAS=1 is set, but tf.keras is already Keras 3", msg, fixed = TRUE)) {
+      return(list(keras3 = TRUE, description = "Keras 3 (tf.keras was used before TF_USE_LEGACY_KERAS was set)",
+                  package = "keras"))
+    }
+    rethrow_py_error(seam)
+  }
+  list(keras3 = isTRUE(seam$KERAS3), description = seam$keras_description(), package = seam$KERAS_PACKAGE)
+}
+
+keras_mode_error <- function(setting, actual) {
+  wanted <- if (setting$mode == "tf_keras") "Keras 2 (tf_keras)" else "Keras 3"
+  value <- if (setting$mode == "tf_keras") "tf_keras" else "keras3"
+  py_stop("KerasModeError", .call = NULL,
+          "optensorflow is set to ", wanted, " by ", setting$source, ", but reticulate's Python already runs ",
+          actual$description, ": TensorFlow fixes the Keras behind tf.keras when it is first imported, once per ",
+          "R session. Restart R and set options(optensorflow.keras = \"", value, "\") (or the environment ",
+          "variable OPTENSORFLOW_KERAS=", value, ") before library(optensorflow) and before anything else ",
+          "starts Python or imports TensorFlow (e.g. library(keras3), library(tensorflow), reticulate::import()).",
+          if (setting$mode == "keras3" && !actual$keras3 && grepl("TensorFlow 2.1[0-5]", actual$description)) {
+            " TensorFlow <= 2.15 has no Keras 3: use a TensorFlow 2.21 environment (install_optensorflow())."
+          })
+}
+
+# Settles the Keras mode before the first call into op_tensorflow, then checks that Python runs
+# the requested Keras (an explicit request must be met; the default accepts TensorFlow 2.15's
+# Keras 2). Runs once per session; returns the actual mode ("keras3" or "tf_keras").
+ensure_keras_mode <- function() {
+  if (!is.null(.state$mode)) return(.state$mode)
+  setting <- keras_mode_setting()
+  if (!reticulate::py_available(initialize = FALSE)) {
+    apply_keras_mode(setting)
+    reticulate::py_config() # starts Python
+  } else if (!reticulate::py_eval("'tensorflow' in __import__('sys').modules")) {
+    apply_keras_mode(setting, python = TRUE)
+  }
+  add_tf_privacy_path()
+  actual <- python_keras()
+  mode <- if (actual$keras3) "keras3" else "tf_keras"
+  if (setting$explicit && mode != setting$mode) keras_mode_error(setting, actual)
+  .state$mode <- mode
+  .state$description <- actual$description
+  .state$package <- actual$package
+  mode
+}
+
+#' The Python stack optensorflow runs on, and how to choose Keras 3 or Keras 2
+#'
+#' Returns the versions of what reticulate's Python runs: Python, TensorFlow, the Keras behind
+#' `tf.keras`, TF Privacy, dp-accounting and numpy, as R character strings.
+#'
+#' The Keras is chosen once per R session, before Python imports TensorFlow:
+#' * `options(optensorflow.keras = "keras3")` (the default) runs Keras 3, TensorFlow >= 2.16's
+#'   `tf.keras`;
+#' * `options(optensorflow.keras = "tf_keras")` (alias `"keras2"`) runs Keras 2 from the
+#'   `tf_keras` package: optensorflow sets the environment variable `TF_USE_LEGACY_KERAS=1`
+#'   before reticulate starts Python. TF Privacy's optimizers ([dp_adam_gaussian_optimizer()])
+#'   need Keras 2; [private_keras_model()] works with both.
+#'
+#' Set the option (or the environment variable `OPTENSORFLOW_KERAS`, e.g. in `.Renviron`)
+#' before `library(optensorflow)`. Precedence: the option, then `OPTENSORFLOW_KERAS`, then a
+#' `TF_USE_LEGACY_KERAS` you set yourself (`1`, `true` or `yes`: Keras 2; anything else:
+#' Keras 3), then the default Keras 3. An explicit optensorflow setting overrides
+#' `TF_USE_LEGACY_KERAS` (setting it to 1, or unsetting it for Keras 3). The setting is read
+#' when the package loads and again at the first optensorflow call, so it may still change in
+#' between, as long as nothing has imported TensorFlow. If Python already runs the other Keras
+#' (e.g. another package imported TensorFlow first), the first optensorflow call stops with an
+#' error of class `KerasModeError`: restart R and set the option before `library(optensorflow)`.
+#' Without any setting, TensorFlow 2.15 (Keras 2 only) is accepted as it is.
+#'
+#' @return A named list of character strings: `python`, `tensorflow`, `keras_version`, `keras`
+#'   (`"keras3"` or `"tf_keras"`, meaning Keras 2: the `tf_keras` package, or TensorFlow 2.15's
+#'   own Keras), `keras_package` (the Python package behind `tf.keras`: `"keras"` or
+#'   `"tf_keras"`), `tf_privacy`, `dp_accounting`, `numpy` (`NA` for a package not installed).
+#' @seealso [keras_module()], [install_optensorflow()]
+#' @examplesIf op_tensorflow_available()
+#' str(optensorflow_stack())
+#' @export
+optensorflow_stack <- function() {
+  mode <- ensure_keras_mode()
+  meta <- reticulate::import("importlib.metadata")
+  version <- function(dist) {
+    tryCatch(as.character(meta$version(dist)), error = function(e) NA_character_)
+  }
+  sys <- reticulate::import("sys")
+  keras_version <- version(if (identical(.state$package, "tf_keras")) "tf-keras" else "keras")
+  if (is.na(keras_version)) keras_version <- sub("^\\S+ (\\S+) on .*$", "\\1", .state$description)
+  list(
+    python = strsplit(as.character(sys$version), " ", fixed = TRUE)[[1]][1],
+    tensorflow = as.character(reticulate::import("tensorflow")$`__version__`),
+    keras_version = keras_version,
+    keras = mode,
+    keras_package = as.character(.state$package),
+    tf_privacy = version("tensorflow-privacy"),
+    dp_accounting = version("dp-accounting"),
+    numpy = version("numpy")
+  )
+}

@@ -1,0 +1,177 @@
+# The Keras mode (options(optensorflow.keras = ), OPTENSORFLOW_KERAS) and the install requirements.
+
+# The mode this test session asked for, as the Makefile's test-r / test-r-tf-keras targets set it.
+requested_mode <- function() {
+  value <- getOption("optensorflow.keras", Sys.getenv("OPTENSORFLOW_KERAS", ""))
+  if (tolower(value) %in% c("tf_keras", "keras2")) "tf_keras" else "keras3"
+}
+
+# Runs R code in a fresh R process (its own Python) with this session's library paths.
+run_r <- function(code, env = character()) {
+  script <- tempfile(fileext = ".R")
+  on.exit(unlink(script))
+  writeLines(c(sprintf(".libPaths(%s)", deparse(.libPaths(), width.cutoff = 500L)), code), script)
+  out <- suppressWarnings(system2(file.path(R.home("bin"), "Rscript"), shQuote(script), stdout = TRUE,
+                                  stderr = FALSE, env = env))
+  out[startsWith(out, "RESULT ")]
+}
+
+test_that("optensorflow_stack returns R strings, and the mode asked for is the Keras in use", {
+  skip_if_no_op_tensorflow()
+  stack <- optensorflow_stack()
+  expect_type(stack, "list")
+  expect_named(stack, c("python", "tensorflow", "keras_version", "keras", "keras_package", "tf_privacy",
+                        "dp_accounting", "numpy"))
+  for (field in stack) {
+    expect_type(field, "character")
+    expect_length(field, 1)
+  }
+  expect_match(stack$python, "^3\\.1[12]\\.")
+  expect_match(stack$tensorflow, "^2\\.(15|21)\\.")
+  expect_true(stack$keras %in% c("keras3", "tf_keras"))
+  if (startsWith(stack$tensorflow, "2.15")) {
+    expect_identical(stack$keras, "tf_keras") # TensorFlow 2.15 has Keras 2 only
+  } else {
+    expect_identical(stack$keras, requested_mode())
+  }
+  expect_identical(stack$keras_package == "tf_keras", stack$keras == "tf_keras" && !startsWith(stack$tensorflow, "2.15"))
+  expect_match(stack$keras_version, if (stack$keras == "keras3") "^3\\." else "^2\\.")
+  expect_true(startsWith(stack$numpy, "1.")) # numpy < 2 for reticulate
+  # the Python side agrees
+  seam <- reticulate::import("op_tensorflow.keras_seam")
+  expect_identical(isTRUE(seam$KERAS3), stack$keras == "keras3")
+  expect_match(seam$keras_description(), stack$keras_version, fixed = TRUE)
+})
+
+test_that("the option selects the other Keras in a new session, and overrides TF_USE_LEGACY_KERAS", {
+  skip_if_no_op_tensorflow()
+  stack <- optensorflow_stack()
+  other <- if (stack$keras == "keras3") "tf_keras" else "keras3"
+  out <- run_r(c(
+    sprintf("options(optensorflow.keras = %s)", deparse(other)),
+    "library(optensorflow)",
+    "res <- tryCatch(optensorflow_stack()$keras, KerasModeError = function(e) 'KerasModeError')",
+    "cat('RESULT', res, Sys.getenv('TF_USE_LEGACY_KERAS', 'unset'), '\\n')"
+  ), env = c("OPTENSORFLOW_KERAS=", if (other == "keras3") "TF_USE_LEGACY_KERAS=1"))
+  if (startsWith(stack$tensorflow, "2.15")) {
+    expect_identical(out, "RESULT KerasModeError unset ") # no Keras 3 on TF 2.15
+  } else {
+    expect_identical(out, paste("RESULT", other, if (other == "keras3") "unset" else "1", ""))
+  }
+})
+
+test_that("a Python already running the other Keras gives a KerasModeError saying how to fix it", {
+  skip_if_no_op_tensorflow()
+  stack <- optensorflow_stack()
+  if (startsWith(stack$tensorflow, "2.15")) {
+    other <- "keras3"
+    start <- "invisible(reticulate::import('tensorflow')$keras$Model)"
+  } else {
+    other <- if (stack$keras == "keras3") "tf_keras" else "keras3"
+    # TensorFlow imported (and tf.keras resolved) in the current mode before optensorflow is asked for the other
+    start <- c(sprintf("Sys.setenv(TF_USE_LEGACY_KERAS = %s)", if (other == "keras3") "'1'" else "''"),
+               "invisible(reticulate::import('tensorflow')$keras$Model)")
+  }
+  out <- run_r(c(
+    start,
+    "library(optensorflow)",
+    sprintf("options(optensorflow.keras = %s)", deparse(other)),
+    "e <- tryCatch(get_privacy_budget(1000, 10, 1, 1.1, verbose = FALSE), error = function(e) e)",
+    "cat('RESULT', class(e)[1], '\\n')",
+    "cat('RESULT', gsub('\\n', ' ', conditionMessage(e)), '\\n')",
+    "e2 <- tryCatch(keras_module(), error = function(e) e)", # still refused, not half-initialized
+    "cat('RESULT', class(e2)[1], '\\n')"
+  ), env = "OPTENSORFLOW_KERAS=")
+  expect_length(out, 3)
+  expect_identical(out[1], "RESULT KerasModeError ")
+  expect_match(out[2], "by the option optensorflow.keras, but reticulate's Python already runs", fixed = TRUE)
+  expect_match(out[2], sprintf("Restart R and set options(optensorflow.keras = \"%s\")", other), fixed = TRUE)
+  expect_match(out[2], "before library(optensorflow)", fixed = TRUE)
+  expect_identical(out[3], "RESULT KerasModeError ")
+})
+
+test_that("the mode setting's precedence: option, OPTENSORFLOW_KERAS, TF_USE_LEGACY_KERAS, default", {
+  old_opt <- options(optensorflow.keras = NULL)
+  old_env <- Sys.getenv(c("OPTENSORFLOW_KERAS", "TF_USE_LEGACY_KERAS"), unset = NA)
+  old_flag <- .state$legacy_set_by_us
+  on.exit({
+    options(old_opt)
+    for (name in names(old_env)) {
+      if (is.na(old_env[[name]])) Sys.unsetenv(name) else do.call(Sys.setenv, as.list(old_env[name]))
+    }
+    .state$legacy_set_by_us <- old_flag
+  })
+  .state$legacy_set_by_us <- FALSE
+  Sys.unsetenv(c("OPTENSORFLOW_KERAS", "TF_USE_LEGACY_KERAS"))
+  expect_identical(keras_mode_setting()[c("mode", "explicit")], list(mode = "keras3", explicit = FALSE))
+  Sys.setenv(TF_USE_LEGACY_KERAS = "true")
+  expect_identical(keras_mode_setting()$mode, "tf_keras")
+  expect_match(keras_mode_setting()$source, "TF_USE_LEGACY_KERAS")
+  Sys.setenv(TF_USE_LEGACY_KERAS = "0")
+  expect_identical(keras_mode_setting()$mode, "keras3")
+  Sys.setenv(OPTENSORFLOW_KERAS = "keras2", TF_USE_LEGACY_KERAS = "0")
+  expect_identical(keras_mode_setting()$mode, "tf_keras") # the alias
+  expect_match(keras_mode_setting()$source, "OPTENSORFLOW_KERAS")
+  options(optensorflow.keras = "KERAS3")
+  expect_identical(keras_mode_setting()[c("mode", "explicit")], list(mode = "keras3", explicit = TRUE))
+  options(optensorflow.keras = "keras4")
+  expect_error(keras_mode_setting(), "the option optensorflow.keras must be \"keras3\" or \"tf_keras\"",
+               fixed = TRUE, class = "ValueError")
+  options(optensorflow.keras = c("keras3", "tf_keras"))
+  expect_error(keras_mode_setting(), "got a character", class = "ValueError")
+})
+
+test_that("optensorflow_requirements: the primary stack, Keras 2 on TF 2.21 or 2.15.1, Python 3.12", {
+  primary <- optensorflow_requirements()
+  expect_identical(primary$keras, "keras3")
+  expect_identical(primary$packages, c("tensorflow==2.21.0", "tf-keras==2.21.0", "numpy<2", "op-tensorflow"))
+  expect_identical(primary$no_deps, c("tensorflow-privacy==0.9.0", "tensorflow-empirical-privacy==0.1.0"))
+  expect_identical(primary$no_deps_flags, "--no-deps")
+  expect_false(primary$imp_shim)
+  expect_identical(primary$python_version, "3.11")
+  expect_identical(primary$steps, list(
+    c("-m", "pip", "install", "--upgrade", "pip>=24"),
+    c("-m", "pip", "install", "tensorflow==2.21.0", "tf-keras==2.21.0", "numpy<2", "op-tensorflow"),
+    c("-m", "pip", "install", "--no-deps", "tensorflow-privacy==0.9.0", "tensorflow-empirical-privacy==0.1.0")
+  ))
+  # Keras 2 on TF 2.21: the same environment (the mode is chosen when R starts Python)
+  tf_keras <- optensorflow_requirements(keras = "tf_keras")
+  expect_identical(tf_keras$keras, "tf_keras")
+  expect_identical(tf_keras$steps, primary$steps)
+  expect_identical(optensorflow_requirements(keras = "keras2")$keras, "tf_keras")
+  # TF 2.15.1: Keras 2 only, dp-accounting 0.4.3
+  tf215 <- optensorflow_requirements(tensorflow = "2.15.1", package = "op-tensorflow==0.1.0")
+  expect_identical(tf215$keras, "tf_keras")
+  expect_identical(tf215$packages, c("tensorflow==2.15.1", "dp-accounting==0.4.3", "numpy<2", "op-tensorflow==0.1.0"))
+  expect_identical(tf215$no_deps_flags, "--no-deps")
+  # Python 3.12: TF Privacy needs --ignore-requires-python, and reticulate 1.28 the imp shim
+  py312 <- optensorflow_requirements(python_version = "3.12")
+  expect_identical(py312$no_deps_flags, c("--no-deps", "--ignore-requires-python"))
+  expect_true(py312$imp_shim)
+  expect_identical(py312$steps[[3]], c("-m", "pip", "install", "--no-deps", "--ignore-requires-python",
+                                       "tensorflow-privacy==0.9.0", "tensorflow-empirical-privacy==0.1.0"))
+  expect_identical(py312$steps[[4]], c("-m", "op_tensorflow.stack", "--install-imp-shim"))
+  # py_require(): no Python chosen yet, the primary stack's Python
+  expect_identical(optensorflow_requirements(python_version = NULL)$python_version, "3.11")
+  # a local checkout is passed to pip as an absolute path
+  dir <- tempfile("op-tensorflow")
+  dir.create(dir)
+  on.exit(unlink(dir, recursive = TRUE))
+  expect_identical(optensorflow_requirements(package = dir)$packages[4], normalizePath(dir))
+})
+
+test_that("install_optensorflow checks its arguments before installing anything", {
+  expect_error(optensorflow_requirements(tensorflow = "2.15.1", keras = "keras3"), "TensorFlow 2.15.1 has no Keras 3")
+  expect_error(optensorflow_requirements(tensorflow = "2.16.0"), "tensorflow must be \"2.21.0\" or \"2.15.1\"")
+  expect_error(optensorflow_requirements(keras = "keras4"), "keras must be \"keras3\" or \"tf_keras\"")
+  expect_error(optensorflow_requirements(python_version = "3.10"), "Python 3.11 or 3.12, got Python 3.10")
+  expect_error(optensorflow_requirements(tensorflow = "2.15.1", python_version = "3.12"), "needs Python 3.11")
+  expect_error(optensorflow_requirements(package = ""), "package must be a pip requirement")
+  expect_error(install_optensorflow(python = "", method = "virtualenv"), "Python 3.11")
+  expect_error(install_optensorflow(tensorflow = "2.16.0"), "should be one of")
+  expect_error(install_optensorflow(python = "", keras = "keras3", tensorflow = "2.15.1", method = "virtualenv"),
+               "Python 3.11")
+  if (utils::packageVersion("reticulate") < "1.41") {
+    expect_error(install_optensorflow(method = "py_require"), "needs reticulate >= 1.41")
+  }
+})
