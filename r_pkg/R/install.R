@@ -22,7 +22,9 @@
 #' requirements with `reticulate::py_require()` instead, as the keras3 R package does, for
 #' reticulate's ephemeral uv environment (used when `RETICULATE_PYTHON` and the other ways of
 #' choosing a Python are not set), with Python 3.11. optensorflow declares them when it loads, too, with
-#' `package` taken from `getOption("optensorflow.python_package", "op-tensorflow")`. Since
+#' `package` taken from `getOption("optensorflow.python_package", "op-tensorflow")` (a name
+#' uv finds on an index or in `UV_FIND_LINKS`, e.g. a directory of wheels: with a source directory,
+#' uv builds a throw-away environment that reticulate 1.41 cannot keep). Since
 #' `py_require()` cannot install a package without its dependencies, TF Privacy is installed
 #' with `pip install --no-deps --target` into optensorflow's user cache directory
 #' (`tools::R_user_dir("optensorflow", "cache")`) the first time the ephemeral environment
