@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from conftest import keras2_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -644,6 +645,7 @@ OPTIMIZER_ARGS = {
 }
 
 
+@keras2_only  # on Keras 3 they refuse to build (test_optimizers_keras3.py)
 @FUZZ
 @given(optimizer=st.sampled_from(OPTIMIZER_NAMES), name=st.sampled_from(sorted(OPTIMIZER_ARGS)), data=st.data())
 def test_dp_optimizers(optimizer, name, data):

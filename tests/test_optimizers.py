@@ -1,11 +1,16 @@
 """The blog's optimizer names work with an eager Keras 2 model.fit; the re-exports are TF Privacy's."""
 
-import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_privacy
+from conftest import KERAS3
 
-from op_tensorflow import optimizers
+if KERAS3:  # TF Privacy's optimizers are Keras 2 optimizers; test_optimizers_keras3.py checks their refusal
+    pytest.skip("TF Privacy's DP optimizers need Keras 2", allow_module_level=True)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_privacy  # noqa: E402
+
+from op_tensorflow import optimizers  # noqa: E402
 from op_tensorflow.optimizers import DPAdamGaussianOptimizer, DPGradientDescentGaussianOptimizer
 
 # Keras 2.15 seeds its initializers with random.randint(1, 1e9).

@@ -530,7 +530,8 @@ def test_parity_epsilon(r_results):
         warnings.simplefilter("ignore", ot.PrivacyWarning)  # the seed case's delta = 1/n (the R side warns too)
         python = [ot.get_privacy_budget(n, b, e, s, d, accountant=a, verbose=False) for n, b, e, s, d, a in EPS_CASES]
     assert r_results["epsilons"] == python  # bit-identical
-    assert r_results["epsilons"][0] == pytest.approx(0.2778802396005823, rel=1e-12)  # the README's seed case
+    # the README's seed case (computed with dp-accounting 0.4.3; 0.6.0 differs in the 11th digit)
+    assert r_results["epsilons"][0] == pytest.approx(0.2778802396005823, rel=1e-9)
 
 
 def python_ledger(train: pd.DataFrame, path) -> ot.PrivacyBudget:

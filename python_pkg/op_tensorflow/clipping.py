@@ -44,16 +44,18 @@ def layer_hook(tape: tf.GradientTape, registry, *, training: bool = True):
     ``hook`` is None for layers without trainable weights, else ``(layer, base_vars, sqr_norm_fn)``.
     """
 
+    registry_tape = keras_seam.registry_tape(tape)
+
     def hook(layer, args, kwargs):
         kwargs = keras_seam.with_training(layer, kwargs, training)
         if not layer.trainable_variables:
             return layer(*args, **kwargs), None
         fn = registry.lookup(layer) if registry.is_elem(layer) else fallback_layer_computation
         try:
-            base_vars, outputs, sqr_norm_fn = fn(layer, args, kwargs, tape, None)
+            base_vars, outputs, sqr_norm_fn = fn(layer, args, kwargs, registry_tape, None)
         except NotImplementedError:  # a configuration the fast path does not cover
-            base_vars, outputs, sqr_norm_fn = fallback_layer_computation(layer, args, kwargs, tape, None)
-        return outputs, (layer, base_vars, sqr_norm_fn)
+            base_vars, outputs, sqr_norm_fn = fallback_layer_computation(layer, args, kwargs, registry_tape, None)
+        return outputs, (layer, tf.nest.map_structure(keras_seam.tape_target, base_vars), sqr_norm_fn)
 
     return hook
 

@@ -32,12 +32,15 @@ __all__ = [
     "KERAS_PACKAGE",
     "call_has_training_arg",
     "check_model",
+    "clone_model",
     "compiled_loss",
     "compiled_metrics",
     "forward_pass",
     "has_layer_graph",
     "keras_description",
     "save_model",
+    "registry_tape",
+    "tape_target",
     "tape_variables",
     "tf_privacy_module",
     "unreduced_loss",
@@ -138,6 +141,8 @@ if KERAS3:
             functional = _graph_of(current)
 
             def call_fn(layer, *args, **kwargs):
+                if not isinstance(layer, tf.keras.layers.Layer):  # a keras.ops operation in the graph
+                    return layer(*args, **kwargs)
                 if has_layer_graph(layer):
                     return run(layer, args[0] if len(args) == 1 else list(args))
                 outputs, record = hook(layer, args, kwargs)
@@ -152,9 +157,27 @@ if KERAS3:
     def call_has_training_arg(layer) -> bool:
         return bool(getattr(layer, "_call_has_training_arg", False))
 
-    def tape_variables(variables) -> list:
-        """The ``tf.Variable`` behind each Keras 3 variable (what a tape watches and differentiates)."""
-        return [getattr(v, "value", v) for v in variables]
+    from keras import Variable as _KerasVariable
+
+    def tape_target(x):
+        """The ``tf.Variable`` behind a Keras 3 variable (what a tape watches and differentiates); else ``x``."""
+        return x.value if isinstance(x, _KerasVariable) else x
+
+    class _TapeWatchingValues:
+        """A tape whose ``watch`` takes Keras 3 variables (tensorflow-privacy's registry functions watch them)."""
+
+        def __init__(self, tape: tf.GradientTape):
+            self._tape = tape
+
+        def watch(self, tensors) -> None:
+            self._tape.watch(tf.nest.map_structure(tape_target, tensors))
+
+        def __getattr__(self, name):
+            return getattr(self._tape, name)
+
+    def registry_tape(tape: tf.GradientTape):
+        """``tape`` as registry functions get it: on Keras 3, ``watch`` accepts Keras variables."""
+        return _TapeWatchingValues(tape)
 
 else:
     _tfp_graph = tf_privacy_module("privacy.fast_gradient_clipping.gradient_clipping_utils")
@@ -173,13 +196,26 @@ else:
     def call_has_training_arg(layer) -> bool:
         return bool(getattr(layer, "_expects_training_arg", False))
 
-    def tape_variables(variables) -> list:
-        return list(variables)
+    def tape_target(x):
+        return x
+
+    def registry_tape(tape: tf.GradientTape):
+        return tape
+
+
+def tape_variables(variables) -> list:
+    """What a ``tf.GradientTape`` watches and differentiates for these Keras variables (the same on Keras 2)."""
+    return [tape_target(v) for v in variables]
 
 
 def with_training(layer, kwargs: dict, training: bool) -> dict:
-    """The call's keyword arguments with ``training`` set, for layers that take it (unless the graph set it)."""
-    if call_has_training_arg(layer) and "training" not in kwargs:
+    """The call's keyword arguments with ``training`` set, for layers that take it (unless the graph set it).
+
+    Keras 3 records ``training=None`` in functional graph nodes, and ``training=False`` in the graph a
+    Sequential builds of itself; neither is the user's choice, so on Keras 3 only a recorded True is kept.
+    """
+    recorded = kwargs.get("training")
+    if call_has_training_arg(layer) and (recorded is None or (KERAS3 and recorded is False)):
         return {**kwargs, "training": training}
     return kwargs
 
@@ -233,6 +269,23 @@ def save_model(model, path: str) -> None:
         model.save(path)
     else:  # pinned: Keras 2.15 otherwise falls back to HDF5 in a thread that ran load_model
         model.save(path, save_format="keras_v3")
+
+
+def clone_model(model, clone_function):
+    """``tf.keras.models.clone_model`` with ``clone_function``; a replacement layer that takes no mask gets none.
+
+    Keras 3 records ``mask=None`` in a graph node when the original layer's call takes a mask (e.g.
+    BatchNormalization) and passes it to whatever layer replaces it (GroupNormalization takes none).
+    """
+    if not KERAS3 or isinstance(model, tf.keras.Sequential):  # a Sequential's layers are listed, not called
+        return tf.keras.models.clone_model(model, clone_function=clone_function)
+
+    def call_function(layer, *args, **kwargs):
+        if "mask" in kwargs and not getattr(layer, "_call_has_mask_arg", True):
+            kwargs.pop("mask")
+        return layer(*args, **kwargs)
+
+    return tf.keras.models.clone_model(model, clone_function=clone_function, call_function=call_function)
 
 
 # -- layer classes --------------------------------------------------------------------------------------------

@@ -484,7 +484,7 @@ def load_private_model(path, *, seed=None) -> PrivateKerasModel:
     dp_model = PrivateKerasModel(model, meta["l2_norm_clip"], meta["noise_multiplier"], seed=seed)
     dp_model.privacy.update({k: meta[k] for k in dp_model.privacy if k in meta})
     loss = keras_seam.compiled_loss(model)
-    if model.optimizer is not None and loss is not None:
+    if getattr(model, "optimizer", None) is not None and loss is not None:
         dp_model._loss_fn = arguments.per_example_loss(arguments.single_loss(model, loss, {}))
         dp_model._optimizer = model.optimizer
     return dp_model

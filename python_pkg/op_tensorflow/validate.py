@@ -278,7 +278,7 @@ class _Cloner:
         return new
 
     def clone_model(self, model: tf.keras.Model) -> tf.keras.Model:
-        new = tf.keras.models.clone_model(model, clone_function=self)
+        new = keras_seam.clone_model(model, self)
         if model.built and not new.built and getattr(model, "_build_input_shape", None) is not None:
             new.build(model._build_input_shape)
         return new

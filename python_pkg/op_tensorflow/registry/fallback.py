@@ -78,14 +78,20 @@ def _quiet_tensorflow_logs():
         logger.setLevel(level)
 
 
+def _tf_at_least_2_16() -> bool:
+    return tuple(int(p) for p in tf.__version__.split(".")[:2]) >= (2, 16)
+
+
 def _onednn_breaks_pfor_matmul() -> bool:
     """TF >= 2.16 with oneDNN (on by default on x86 Linux) runs pfor's vectorized matmuls wrongly.
 
-    Measured on TF 2.21: ``tf.vectorized_map(lambda b: tf.matmul(b[None], k)[0], x)`` returns garbage or
-    aborts the process (``free(): invalid pointer``); with ``TF_ENABLE_ONEDNN_OPTS=0``, and on TF 2.15, it is
-    exact. Keras 3's einsum (EinsumDense, MultiHeadAttention) lowers to such matmuls.
+    Measured on TF 2.21: ``tf.vectorized_map(lambda b: tf.matmul(b[None], k)[0], x)`` for rank-2 ``b`` (pfor
+    makes it a ``BatchMatMulV2`` that broadcasts ``k``) returns garbage or aborts the process (``free():
+    invalid pointer``); with ``TF_ENABLE_ONEDNN_OPTS=0``, and on TF 2.15, it is exact. Vectorized plain
+    ``MatMul`` ops, and batched ones whose operands have the same batch dimensions, are exact.
+    Keras 3's einsum (EinsumDense, MultiHeadAttention) lowers to batched matmuls.
     """
-    if tuple(int(p) for p in tf.__version__.split(".")[:2]) < (2, 16):
+    if not _tf_at_least_2_16():
         return False
     try:
         from tensorflow.python.util import _pywrap_util_port
@@ -94,38 +100,60 @@ def _onednn_breaks_pfor_matmul() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
-_PFOR_MATMUL_BROKEN = _onednn_breaks_pfor_matmul()
+# What pfor's conversions are not trusted with on this TensorFlow: broadcasting batched matmuls (above), and,
+# on TF >= 2.16, while loops and their TensorLists (RNNs), which build at trace time but fail when they run.
+_UNTRUSTED_OPS = (("BatchMatMul",) if _onednn_breaks_pfor_matmul() else ()) + (
+    ("While", "TensorList") if _tf_at_least_2_16() else ()
+)
 
 
-def _vectorized_map_has_matmul(fn, elems):
-    """``tf.vectorized_map(fn, elems)`` and whether the ops it added include a matmul (graph mode only)."""
-    graph = tf.compat.v1.get_default_graph()
-    before = len(graph.get_operations())
-    result = tf.vectorized_map(fn, elems)
-    return result, any("MatMul" in op.type for op in graph.get_operations()[before:])
+def _broadcasting_batch_matmul(op) -> bool:
+    """A batched matmul whose operands' batch dimensions differ (one is broadcast): what oneDNN gets wrong."""
+    if "BatchMatMul" not in op.type or len(op.inputs) < 2:
+        return False
+    a, b = op.inputs[0].shape, op.inputs[1].shape
+    return a.rank is None or b.rank is None or a.rank != b.rank or a[:-2].as_list() != b[:-2].as_list()
+
+
+def _trusted(ops) -> bool:
+    for op in ops:
+        if "While" in _UNTRUSTED_OPS and ("While" in op.type or "TensorList" in op.type):
+            return False
+        if "BatchMatMul" in _UNTRUSTED_OPS and _broadcasting_batch_matmul(op):
+            return False
+    return True
+
+
+def _trusted_vectorized_map(fn, elems):
+    """``tf.vectorized_map(fn, elems)``, or None if pfor would build an untrusted op.
+
+    The check traces the vectorized computation in a scratch function first: ops built in the engine's own
+    ``tf.function`` would run even if unused (stateful ops get automatic control dependencies).
+    """
+    if not _UNTRUSTED_OPS:
+        return tf.vectorized_map(fn, elems)
+    vectorized = tf.function(lambda e: tf.vectorized_map(fn, e), autograph=False)
+    concrete = vectorized.get_concrete_function(elems)
+    if not _trusted(concrete.graph.get_operations()):
+        return None
+    return concrete(elems) if tf.executing_eagerly() else tf.vectorized_map(fn, elems)
 
 
 def map_over_examples(fn, elems, fn_output_signature, *, key):
     """``fn`` over axis 0 of ``elems``: ``tf.vectorized_map`` if pfor can convert it, else ``tf.map_fn``.
 
-    ``key`` (the layer or model) remembers a failed conversion, so later traces do not retry it. Where
-    oneDNN breaks pfor's matmuls (see :func:`_onednn_breaks_pfor_matmul`), a vectorized computation with a
-    matmul is discarded (its ops are never run) and the loop is used instead: slower, exact.
+    ``key`` (the layer or model) remembers a failed conversion, so later traces do not retry it. A
+    conversion that uses an op pfor gets wrong on this TensorFlow (see ``_UNTRUSTED_OPS``) is discarded, and
+    the loop is used instead: slower, exact.
     """
-    if _PFOR_MATMUL_BROKEN and tf.executing_eagerly():
-        _NOT_VECTORIZABLE.add(key)
     if key not in _NOT_VECTORIZABLE:
         try:
             with _quiet_tensorflow_logs():
-                if not _PFOR_MATMUL_BROKEN:
-                    return tf.vectorized_map(fn, elems)
-                result, has_matmul = _vectorized_map_has_matmul(fn, elems)
-                if not has_matmul:
-                    return result
+                result = _trusted_vectorized_map(fn, elems)
+            if result is not None:
+                return result
             _NOT_VECTORIZABLE.add(key)
-            logging.info(
-                "Not vectorizing %s: oneDNN's vectorized matmul is wrong on this TF; using tf.map_fn.", key.name
-            )
+            logging.info("Not vectorizing %s (pfor is not trusted with its ops on this TF); using tf.map_fn.", key.name)
         except Exception as err:  # Any vectorization failure falls back to a loop.
             _NOT_VECTORIZABLE.add(key)
             reason = str(err).strip().splitlines()[-1] if str(err).strip() else ""
