@@ -124,6 +124,15 @@ vignettes: setup
 	  echo "vignettes/$$v.html: knitted in $$(( $$(date +%s) - start )) s"; \
 	done
 
+# The same vignettes on Keras 2 (tf_keras), knitted to .vignettes-tf-keras/ (gitignored).
+vignettes-tf-keras: setup
+	@mkdir -p .vignettes-tf-keras
+	@for v in $(VIGNETTES); do \
+	  start=$$(date +%s); \
+	  OPTENSORFLOW_KERAS=tf_keras Rscript -e "rmarkdown::render('vignettes/$$v.Rmd', output_dir = '.vignettes-tf-keras', intermediates_dir = '.vignettes-tf-keras', quiet = TRUE)" || exit 1; \
+	  echo ".vignettes-tf-keras/$$v.html (tf_keras): knitted in $$(( $$(date +%s) - start )) s"; \
+	done
+
 test-python: setup
 	$(PY) -m pytest -q
 
@@ -136,8 +145,11 @@ test-tf215: $(VENV215)/.installed
 
 test-py312: $(VENV312)/.installed $(VENV)/.r-package
 	$(VENV312)/bin/python -m op_tensorflow.stack --expect-tensorflow 2.21.0
-	$(VENV312)/bin/python -m pytest -q tests/test_accounting.py tests/test_model.py
+	$(VENV312)/bin/python -m pytest -q tests/test_accounting.py tests/test_optimizers_keras3.py
 	RETICULATE_PYTHON=$(CURDIR)/$(VENV312)/bin/python Rscript tests/r_smoke.R
+
+bench-tf-keras: setup
+	TF_USE_LEGACY_KERAS=1 $(PY) bench/bench_model.py
 
 bench: setup
 	$(PY) bench/bench_accounting.py
@@ -146,4 +158,4 @@ bench: setup
 	$(PY) bench/bench_preflight.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .rcheck
+	rm -rf $(VENV) $(VENV215) $(VENV312) .pytest_cache .hypothesis .rcheck .vignettes-tf-keras r_pkg/vignettes

@@ -186,16 +186,14 @@ def make_optimizer(workload: str, dp: bool = False, batch: int | None = None):
 def make_loss(workload: str, per_example: bool = False):
     import tensorflow as tf
 
-    reduction = tf.keras.losses.Reduction.NONE if per_example else tf.keras.losses.Reduction.AUTO
+    kwargs = {"reduction": "none"} if per_example else {}
     if workload == "embed":
-        return tf.keras.losses.BinaryCrossentropy(reduction=reduction)
-    return tf.keras.losses.MeanSquaredError(reduction=reduction)
+        return tf.keras.losses.BinaryCrossentropy(**kwargs)
+    return tf.keras.losses.MeanSquaredError(**kwargs)
 
 
 def make_keras_model(workload: str, config: str, batch: int):
     import tensorflow as tf
-    from tensorflow_privacy.privacy.fast_gradient_clipping import layer_registry
-    from tensorflow_privacy.privacy.keras_models.dp_keras_model import DPSequential
 
     layers = make_layers(workload)
     if config in ("nonprivate", "nonprivate_spe32", "tfp_dpopt"):
@@ -207,6 +205,9 @@ def make_keras_model(workload: str, config: str, batch: int):
             steps_per_execution=32 if config == "nonprivate_spe32" else 1,
         )
         return model
+    from tensorflow_privacy.privacy.fast_gradient_clipping import layer_registry
+    from tensorflow_privacy.privacy.keras_models.dp_keras_model import DPSequential
+
     kwargs = {"use_xla": config in ("tfp_xla", "tfp_fast", "poisson_tfp_xla")}
     if config in ("tfp_fast", "tfp_fast_noxla"):
         kwargs["layer_registry"] = layer_registry.make_default_layer_registry()
@@ -449,6 +450,8 @@ def run_one(workload: str, config: str) -> dict:
     warnings.simplefilter("ignore")
     import absl.logging
     import tensorflow as tf
+
+    import op_tensorflow  # noqa: F401  (first: it lets TF Privacy's modules import on TF >= 2.16)
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     tf.get_logger().setLevel("ERROR")
