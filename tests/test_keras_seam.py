@@ -40,7 +40,14 @@ def test_the_environment_variable_chooses_the_keras(legacy):
 
 @needs_both
 def test_setting_the_variable_after_tf_keras_was_used_is_refused():
-    code = "import os, tensorflow as tf\ntf.keras.Model\nos.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport op_tensorflow.model"
+    code = "\n".join(
+        [
+            "import os, tensorflow as tf",
+            "tf.keras.Model",
+            "os.environ['TF_USE_LEGACY_KERAS'] = '1'",
+            "import op_tensorflow",
+        ]
+    )
     out = python(code)
     assert out.returncode != 0
     assert "TF_USE_LEGACY_KERAS=1 is set, but tf.keras is already Keras 3" in out.stderr

@@ -1,4 +1,4 @@
-"""Keras 3: TF Privacy's optimizer names refuse to build and point to PrivateKerasModel (Keras 2: test_optimizers.py)."""
+"""Keras 3: TF Privacy's optimizer names refuse to build, pointing to PrivateKerasModel (Keras 2: test_optimizers)."""
 
 import numpy as np
 import pandas as pd
