@@ -45,7 +45,7 @@ def test_setting_the_variable_after_tf_keras_was_used_is_refused():
             "import os, tensorflow as tf",
             "tf.keras.Model",
             "os.environ['TF_USE_LEGACY_KERAS'] = '1'",
-            "import op_tensorflow",
+            "import op_tensorflow.model",
         ]
     )
     out = python(code)
