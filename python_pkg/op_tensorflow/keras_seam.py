@@ -39,7 +39,9 @@ __all__ = [
     "has_layer_graph",
     "keras_description",
     "save_model",
+    "random_states",
     "registry_tape",
+    "restore_random_states",
     "tape_target",
     "tape_variables",
     "tf_privacy_module",
@@ -261,6 +263,22 @@ def compiled_metrics(model) -> list:
         compiled = getattr(model, "compiled_metrics", None)
         metrics = None if compiled is None else compiled._user_metrics
     return tf.nest.flatten(metrics) if metrics is not None else []
+
+
+def random_states(model) -> list:
+    """The states of the seed generators Keras 3 layers draw from (Keras 2 layers use TF's global seed)."""
+    if not KERAS3:
+        return []
+    generators = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        generators.extend(g for g in getattr(layer, "_seed_generators", []) if g not in generators)
+    return [(g, g.state.numpy()) for g in generators]
+
+
+def restore_random_states(states: list) -> None:
+    """Puts seed generators back to states from :func:`random_states`: the next draws repeat."""
+    for generator, value in states:
+        generator.state.assign(value)
 
 
 def save_model(model, path: str) -> None:

@@ -167,13 +167,13 @@ def check_batch_independence(model, loss_fn, x, y, x_alt, y_alt) -> None:
     n = int(x.shape[0])
     for training in (False, True) if loss_fn is not None else (False,):
         draws_randomly = training and _is_random(model, x)
-        with _same_random_draws(draws_randomly) as reseed:
+        with _same_random_draws(model, draws_randomly) as reseed:
             reseed()
             outputs = tf.nest.flatten(model(x, training=training))
             reseed()
             outputs_alt = tf.nest.flatten(model(x_alt, training=training))
         if not all(_close(a[1:], b[1:]).all() for a, b in zip(outputs, outputs_alt, strict=True)):
-            with _same_random_draws(draws_randomly) as reseed:
+            with _same_random_draws(model, draws_randomly) as reseed:
                 layer = _first_mixing_layer(model, x, x_alt, training, reseed)
             mode = "training" if training else "inference"
             raise PrivacyError(
@@ -209,19 +209,27 @@ def check_batch_independence(model, loss_fn, x, y, x_alt, y_alt) -> None:
 
 
 @contextlib.contextmanager
-def _same_random_draws(needed: bool):
+def _same_random_draws(model, needed: bool):
     """Yields ``reseed()``, which makes the next model call draw the same random numbers as the last one.
 
-    TensorFlow's global seed is restored afterwards, so the user's own seeding is unchanged.
+    TensorFlow's global seed (and, on Keras 3, the layers' seed-generator states) are restored afterwards, so
+    the user's own seeding is unchanged.
     """
     if not needed:
         yield lambda: None
         return
     previous = tf_context.global_seed()
+    states = keras_seam.random_states(model)
+
+    def reseed():
+        tf.random.set_seed(1)
+        keras_seam.restore_random_states(states)
+
     try:
-        yield lambda: tf.random.set_seed(1)
+        yield reseed
     finally:
         tf.random.set_seed(previous)
+        keras_seam.restore_random_states(states)
 
 
 def _first_mixing_layer(model, x, x_alt, training, reseed) -> str | None:
