@@ -38,10 +38,10 @@ __all__ = [
     "forward_pass",
     "has_layer_graph",
     "keras_description",
-    "save_model",
     "random_states",
     "registry_tape",
     "restore_random_states",
+    "save_model",
     "tape_target",
     "tape_variables",
     "tf_privacy_module",
@@ -121,6 +121,7 @@ def tf_privacy_module(name: str):
 
 # -- the layer graph ----------------------------------------------------------------------------------------
 if KERAS3:
+    from keras import Variable as _KerasVariable
     from keras.src.models.functional import Functional as _Functional
 
     def has_layer_graph(model) -> bool:
@@ -158,8 +159,6 @@ if KERAS3:
 
     def call_has_training_arg(layer) -> bool:
         return bool(getattr(layer, "_call_has_training_arg", False))
-
-    from keras import Variable as _KerasVariable
 
     def tape_target(x):
         """The ``tf.Variable`` behind a Keras 3 variable (what a tape watches and differentiates); else ``x``."""
