@@ -6,7 +6,8 @@ call), each configuration in its own subprocess (``bench_model.py --workload W -
 over ``--rounds`` rounds (best kept), and reports ours divided by the *fastest* non-private configuration of
 the same model under the same Keras. Keras 2 is selected by ``TF_USE_LEGACY_KERAS=1`` in the subprocess.
 
-``.venv/bin/python bench/bench_stacks.py [--rounds 2] [--workload mlp ...] [--json out.json]``
+``.venv/bin/python bench/bench_stacks.py [--rounds 2] [--workload mlp ...] [--json out.json]``;
+on TF 2.15: ``.venv-tf215/bin/python bench/bench_stacks.py --stack native``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = ("mlp", "conv", "embed")
 CONFIGS = ("nonprivate", "nonprivate_spe32", "ours")
-STACKS = {"keras3": {"TF_USE_LEGACY_KERAS": "0"}, "tf_keras": {"TF_USE_LEGACY_KERAS": "1"}}
+# "native": whatever tf.keras is without the variable (e.g. Keras 2.15 on TF 2.15, which has no tf_keras)
+STACKS = {"keras3": {"TF_USE_LEGACY_KERAS": "0"}, "tf_keras": {"TF_USE_LEGACY_KERAS": "1"}, "native": {}}
+
+
+def _env(stack: str) -> dict:
+    base = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    return {**base, **STACKS[stack], "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def run(stack: str, workload: str, config: str, timeout: float) -> dict:
-    env = {**os.environ, **STACKS[stack], "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = _env(stack)
     cmd = [sys.executable, os.path.join(HERE, "bench_model.py"), "--workload", workload, "--config", config]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -38,7 +45,7 @@ def run(stack: str, workload: str, config: str, timeout: float) -> dict:
 
 
 def stack_versions(stack: str) -> str:
-    env = {**os.environ, **STACKS[stack], "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = _env(stack)
     out = subprocess.run([sys.executable, "-m", "op_tensorflow.stack"], capture_output=True, text=True, env=env)
     return out.stdout.splitlines()[1] if out.returncode == 0 and len(out.stdout.splitlines()) > 1 else "?"
 
@@ -51,7 +58,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--json")
     args = parser.parse_args()
-    workloads, stacks = args.workload or list(WORKLOADS), args.stack or list(STACKS)
+    workloads, stacks = args.workload or list(WORKLOADS), args.stack or ["keras3", "tf_keras"]
     tic = time.perf_counter()
     best: dict = {}
     for round_ in range(args.rounds):
