@@ -38,8 +38,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 demo: setup
 	$(PY) -m op_tensorflow.demo
 
-test: setup lint check-r test-r-tf-keras vignettes vignettes-tf-keras test-python test-python-tf-keras \
-	test-tf215 test-py312
+# The other stacks run side by side (their venvs install while the tf_keras suite runs), each job's
+# output kept together; CI has 2 cores and 35 minutes for all of it.
+test: setup lint check-r test-r-tf-keras vignettes vignettes-tf-keras test-python
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-python-tf-keras test-tf215 test-py312
 
 setup: r-deps python-deps r-package
 
