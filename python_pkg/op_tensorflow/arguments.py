@@ -65,10 +65,6 @@ def single_loss(model, loss, kwargs: dict):
     return loss
 
 
-def compiled_metric_names(model) -> list:
-    return keras_seam.compiled_metrics(model)
-
-
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     y_pred = y_pred.reshape((len(y_pred), -1))
     if y_pred.shape[1] == 1:

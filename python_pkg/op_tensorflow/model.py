@@ -457,7 +457,7 @@ class PrivateKerasModel:
             losses = clipping.per_example_losses(self._loss_fn, tf.constant(y_true), tf.constant(y_pred)).numpy()
             values["loss"] = (np.clip(losses, 0.0, bound), (0.0, bound))
         names = [
-            m if isinstance(m, str) else getattr(m, "name", None) for m in arguments.compiled_metric_names(self._model)
+            m if isinstance(m, str) else getattr(m, "name", None) for m in keras_seam.compiled_metrics(self._model)
         ]
         if any(
             n in ("accuracy", "acc", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy")
