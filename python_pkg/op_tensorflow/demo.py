@@ -27,7 +27,8 @@ EPOCHS, BATCH, CLIP, NOISE, DELTA = 30, 64, 1.0, 1.3, 1e-5
 def build_model() -> tf.keras.Model:
     return tf.keras.Sequential(
         [
-            tf.keras.layers.Dense(64, activation="relu", input_shape=(64,)),
+            tf.keras.Input((64,)),
+            tf.keras.layers.Dense(64, activation="relu"),
             tf.keras.layers.Dense(10, activation="softmax"),
         ]
     )
