@@ -29,6 +29,63 @@ def per_example_loss(loss) -> tf.keras.losses.Loss:
     raise ValueError(f"loss must be a Keras loss (instance, class name string or function), got {loss!r}.")
 
 
+# Names Keras's compile resolves itself (by the loss and the output shape), not through metrics.get.
+_COMPILE_METRIC_NAMES = ("accuracy", "acc", "crossentropy", "ce")
+
+
+def _metric_problem(metric) -> str | None:
+    """Why ``metric`` is not a metric Keras can compute (None if it is one)."""
+    if isinstance(metric, tf.keras.metrics.Metric):
+        return None
+    if isinstance(metric, type):
+        return "a class (pass an instance, e.g. tf.keras.metrics.MeanAbsoluteError())"
+    if isinstance(metric, str):
+        if metric in _COMPILE_METRIC_NAMES:
+            return None
+        try:
+            resolved = tf.keras.metrics.get(metric)
+        except (ValueError, TypeError, KeyError):
+            return "not a metric name"
+        # Keras 2 returns an unknown name unchanged instead of refusing it
+        return None if isinstance(resolved, tf.keras.metrics.Metric) or callable(resolved) else "not a metric name"
+    if callable(metric):
+        return None
+    return f"a {type(metric).__name__}, not a metric"
+
+
+def check_metrics(metrics):
+    """``metrics`` as Keras's compile takes them, refused now if any item is not a metric.
+
+    Keras resolves metrics only when it first computes them (after a whole epoch of training, for
+    ``validation_data``), so a list of junk, e.g. an R function's formals, must fail here. One name,
+    metric or function is wrapped in a list (R passes a length-one vector as a scalar).
+    """
+    if metrics is None:
+        return None
+    if isinstance(metrics, (str, tf.keras.metrics.Metric)) or callable(metrics):
+        metrics = [metrics]
+    if not isinstance(metrics, (list, tuple, dict)):
+        raise TypeError(
+            f"metrics must be a list of metric names (e.g. ['mae'] or ['accuracy']), Keras metric objects or "
+            f"metric functions, got {type(metrics).__name__} {metrics!r}."
+        )
+    items = metrics.values() if isinstance(metrics, dict) else metrics
+    bad = []
+    for item in items:
+        for metric in item if isinstance(item, (list, tuple)) else [item]:
+            problem = _metric_problem(metric)
+            if problem is not None:
+                bad.append(f"{metric!r} ({problem})")
+    if bad:
+        raise ValueError(
+            f"metrics holds items that are not Keras metrics: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. "
+            "Give metric names such as 'mae', 'mse' or 'accuracy', Keras metric objects such as "
+            "tf.keras.metrics.MeanAbsoluteError(), or metric functions (from R: metrics = c('mae'); an R function "
+            "passed unevaluated arrives as a list of its arguments)."
+        )
+    return metrics
+
+
 def is_dp_optimizer(optimizer) -> bool:
     return any(c.__name__.startswith("DP") and "tensorflow_privacy" in c.__module__ for c in type(optimizer).__mro__)
 
@@ -63,15 +120,6 @@ def single_loss(model, loss, kwargs: dict):
             raise ValueError(f"loss has {len(loss)} entries; give one loss for the model's single output.")
         loss = loss[0]
     return loss
-
-
-def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    y_pred = y_pred.reshape((len(y_pred), -1))
-    if y_pred.shape[1] == 1:
-        return (np.round(y_pred[:, 0]) == np.round(y_true.reshape(-1))).astype(float)
-    if y_true.ndim == 1 or (y_true.ndim == 2 and y_true.shape[1] == 1):
-        return (np.argmax(y_pred, axis=1) == y_true.reshape(-1).astype(int)).astype(float)
-    return (np.argmax(y_pred, axis=1) == np.argmax(y_true, axis=1)).astype(float)
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from op_tensorflow import _checks, accounting, arguments, clipping, keras_seam, preflight, saving
+from op_tensorflow import _checks, accounting, arguments, clipping, dp_metrics, keras_seam, preflight, saving, training
 from op_tensorflow.frame import PrivateDataFrame, PrivateSeries, _raw
 from op_tensorflow.loader import PrivateDataLoader, _as_frame, _column_bounds
 from op_tensorflow.registry import make_registry
@@ -46,7 +46,7 @@ class PrivateKerasModel:
     Example:
         >>> dp_model = PrivateKerasModel(model=seqM, l2_norm_clip=1, noise_multiplier=1.2)
         >>> dp_model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse", metrics=["accuracy"])
-        >>> history = dp_model.fit(x=data_loader, epochs=20, target_delta=1e-5)
+        >>> history = dp_model.fit(x=data_loader, epochs=20)  # epsilon at the ledger's delta
     """
 
     def __init__(
@@ -120,7 +120,8 @@ class PrivateKerasModel:
 
         Give a standard (non-DP) optimizer: clipping and noise are added by this model, and
         the optimizer receives the noisy gradient unchanged. The loss's reduction is
-        handled here (per-example losses); do not set it.
+        handled here (per-example losses); do not set it. ``metrics`` are checked now (names
+        Keras resolves, metric objects or functions), not when ``fit`` first evaluates them.
         """
         if loss is None:
             raise ValueError("loss must be given, e.g. loss='mse' or tf.keras.losses.BinaryCrossentropy().")
@@ -134,6 +135,7 @@ class PrivateKerasModel:
                 f"optimizer {type(optimizer).__name__} already adds DP noise; pass its standard Keras counterpart "
                 "(e.g. tf.keras.optimizers.Adam): PrivateKerasModel clips and adds noise itself."
             )
+        metrics = arguments.check_metrics(metrics)
         self._loss_fn = arguments.per_example_loss(loss)
         self._model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         self._optimizer = self._model.optimizer
@@ -170,56 +172,11 @@ class PrivateKerasModel:
             self._plan = preflight.run_preflight(self._model, self._loss_fn, loader, self._registry)
             self._plan_key = key
 
-    def _build_train_chunk(self, loader: PrivateDataLoader):
-        model, optimizer, loss_fn, registry = self._model, self._optimizer, self._loss_fn, self._registry
-        variables = model.trainable_variables
-        # Slots must exist before the graph loop that applies gradients is traced.
-        if hasattr(optimizer, "build"):
-            optimizer.build(variables)
-        else:  # a tf.keras.optimizers.legacy optimizer
-            optimizer._create_all_weights(variables)
-        sample = loader._graph_sampler()
-        clip, stddev = self.l2_norm_clip, self.l2_norm_clip * self.noise_multiplier
-        path = self._plan.path
-        expected_batch = float(loader.batch_size)  # q * n: the divisor must not depend on the data
-
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([], tf.int64),
-                tf.TensorSpec([], tf.int64),
-                tf.TensorSpec([2], tf.int64),
-                tf.TensorSpec([2], tf.int64),
-            ],
-            reduce_retracing=True,
-        )
-        def train_chunk(first_step, num_steps, sampling_seed, noise_seed):
-            self._trace_count += 1  # Python side effect: runs once per trace
-            finite = tf.constant(True)
-            for step in tf.range(first_step, first_step + num_steps):
-                x, y = sample(tf.random.experimental.stateless_fold_in(sampling_seed, step))
-                # An empty Poisson batch contributes a zero sum (then noise); skipping the model also
-                # avoids TF 2.15's oneDNN convolutions returning wrong shapes for 0-row inputs.
-                grads = tf.cond(
-                    tf.shape(x)[0] > 0,
-                    lambda x=x, y=y: clipping.clipped_gradient_sum(
-                        model, x, y, loss_fn, clip, registry=registry, path=path
-                    )[0],
-                    lambda: [tf.zeros_like(v) for v in variables],
-                )
-                noisy = clipping.add_noise(
-                    grads, stddev, tf.random.experimental.stateless_fold_in(noise_seed, step), divide_by=expected_batch
-                )
-                finite = tf.logical_and(finite, tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in noisy]))
-                optimizer.apply_gradients(zip(noisy, variables, strict=True))
-            return finite
-
-        return train_chunk
-
     def fit(
         self,
         x=None,
         epochs: int = 1,
-        target_delta: float = 1e-5,
+        target_delta: float | None = None,
         callbacks=None,
         verbose="auto",
         *,
@@ -231,24 +188,33 @@ class PrivateKerasModel:
 
         Before the first step the epsilon of the whole planned run is computed (the same
         way ``get_privacy_budget`` does) and reserved on the dataset's ledger: if it does
-        not fit, ``BudgetExceededError`` is raised and nothing changes. The reservation is
-        committed when training ends; if it stops early (a callback sets
-        ``stop_training``) only the steps run are charged; if it crashes, the whole
-        reservation stays charged.
+        not fit, ``BudgetExceededError`` is raised and nothing changes. Everything that can
+        fail on the user's input (the training step's graph, metrics on ``validation_data``,
+        callbacks' set-up) runs before the reservation. The reservation is committed when
+        training ends; if it stops early (a callback sets ``stop_training``) only the steps
+        run are charged; if it crashes, the whole reservation stays charged, and ``privacy``
+        counts it too before the error is re-raised.
+
+        ``privacy`` (and ``repr``) always give the ledger's figure: epsilon at the ledger's
+        delta, by the ledger's accountant, of everything this model was charged.
 
         Args:
             x: A ``PrivateDataLoader``.
             epochs: Number of epochs; epoch k runs ``ceil((k+1) n / b) - ceil(k n / b)`` steps.
-            target_delta: The delta at which epsilon is reported.
+            target_delta: The delta at which the History reports epsilon; None (the default)
+                means the ledger's delta (``x.budget.delta``). Another delta only changes the
+                report (with a UserWarning): the ledger always accounts at its own delta.
             callbacks: Keras callbacks (``EarlyStopping``, ``CSVLogger``, ...).
             verbose: 0, 1, 2 or "auto", as in Keras; the progress bar shows ``epsilon``.
             validation_data: Optional *public* ``(x, y)`` numpy data for Keras metrics.
             steps_per_execution: DP steps run per graph call (callbacks see one batch per call).
-            accountant: "rdp" or "pld"; defaults to the ledger's accountant.
+            accountant: "rdp" or "pld" for the History's epsilon; defaults to the ledger's accountant.
 
         Returns:
             A ``tf.keras.callbacks.History`` whose ``history["epsilon"]`` is the epsilon
-            spent by this run after each epoch.
+            spent by this run after each epoch, at ``params["target_delta"]``;
+            ``params["ledger_delta"]`` is the ledger's delta and ``params["accountant"]``
+            the accountant of the report.
         """
         if not isinstance(x, PrivateDataLoader):
             raise TypeError(
@@ -259,9 +225,9 @@ class PrivateKerasModel:
             raise RuntimeError("call compile(optimizer=..., loss=...) before fit().")
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
-        target_delta = _checks.open_unit("target_delta", target_delta)
-        steps_per_execution = _checks.positive_int("steps_per_execution", steps_per_execution)
         loader, ledger = x, x.budget
+        target_delta = ledger.delta if target_delta is None else _checks.open_unit("target_delta", target_delta)
+        steps_per_execution = _checks.positive_int("steps_per_execution", steps_per_execution)
         accountant = _checks.one_of(
             "accountant", ledger.accountant if accountant is None else accountant, accounting.ACCOUNTANTS
         )
@@ -275,86 +241,57 @@ class PrivateKerasModel:
         if verbose != 0 and self._plan.path != clipping.GHOST:
             print(f"PrivateKerasModel: clipping with {self._plan}.")
         if self._train_chunk is None or self._train_chunk_loader is not loader:
-            self._train_chunk = self._build_train_chunk(loader)
+            self._train_chunk = training.build_train_chunk(self, loader)
             self._train_chunk_loader = loader
         with arguments.keras_input_errors("the training step"):
             self._train_chunk.get_concrete_function()  # graph errors surface now, not after the reservation
-        if validation_data is not None:  # metrics and validation shapes fail here, not at epoch 1
+        if validation_data is not None:  # the very call made after each epoch: metrics fail here, not at epoch 1
             with arguments.keras_input_errors("validation_data"):
-                self._model.evaluate(*(np.asarray(d)[:2] for d in validation_data[:2]), verbose=0)
+                self._model.evaluate(*validation_data, verbose=0, return_dict=True)
 
         q, sigma = loader.sampling_rate, self.noise_multiplier
-        planned_steps = loader.total_steps(epochs)
+        planned_steps, planned = loader.total_steps(epochs), loader.dp_event(epochs, sigma)
+        accounting.epsilon_for_event(planned, target_delta, accountant)  # the report's accounting fails now
         description = (
             f"DP-SGD fit: {planned_steps} steps, q={q:.6g}, noise_multiplier={sigma:g}, "
             f"l2_norm_clip={self.l2_norm_clip:g}, model {self._model.name}"
         )
-        listed = callbacks if isinstance(callbacks, (list, tuple)) else [] if callbacks is None else [callbacks]
-        if not all(isinstance(c, tf.keras.callbacks.Callback) for c in listed):
-            raise TypeError(f"callbacks must be a list of tf.keras.callbacks.Callback objects, got {callbacks!r}.")
         verbose = 1 if verbose == "auto" else verbose
-        callback_list = tf.keras.callbacks.CallbackList(  # before reserving: bad callbacks raise here
-            callbacks,
-            add_history=True,
-            add_progbar=verbose != 0,
-            model=self._model,
-            verbose=verbose,
-            epochs=epochs,
-            steps=loader.steps_in_epoch(0),
-        )
+        params = {"verbose": verbose, "epochs": epochs, "steps": loader.steps_in_epoch(0)}
+        params.update(target_delta=target_delta, ledger_delta=ledger.delta, accountant=accountant)
+        callback_list = training.callback_list(callbacks, self._model, params)  # before reserving: bad ones raise
         callback_list.on_train_begin()  # a callback's set-up error surfaces before the reservation
         try:
-            reservation = ledger.reserve(loader.dp_event(epochs, sigma), description)  # refuses before any step
+            reservation = ledger.reserve(planned, description)  # refuses before any step
         except BaseException:
             callback_list.on_train_end()
             raise
 
-        self._model.stop_training = False
-        sampling_seed = tf.constant(loader._sampling_seed())
-        noise_seed = tf.constant(self._noise_rng.integers(0, 2**62, size=2, dtype=np.int64))
-        steps_done = 0
-        with reservation:
-            for epoch in range(epochs):
-                steps = loader.steps_in_epoch(epoch)
-                callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
-                callback_list.on_epoch_begin(epoch)
-                done_in_epoch = 0
-                while done_in_epoch < steps:
-                    chunk = min(steps_per_execution, steps - done_in_epoch)
-                    callback_list.on_train_batch_begin(done_in_epoch)
-                    finite = self._train_chunk(
-                        tf.constant(steps_done, tf.int64), tf.constant(chunk, tf.int64), sampling_seed, noise_seed
-                    )
-                    steps_done += chunk
-                    done_in_epoch += chunk
-                    if not bool(finite):
-                        raise FloatingPointError(
-                            f"training produced a non-finite gradient at or before step {steps_done} (NaN or inf "
-                            "loss: check the inputs' scale, the loss and the learning rate). The whole planned run "
-                            "stays charged to the ledger."
-                        )
-                    callback_list.on_train_batch_end(done_in_epoch - 1, {})
-                epsilon = accounting.epsilon_for_event(
-                    accounting.dp_sgd_event(q, sigma, steps_done), target_delta, accountant
+        charged_steps = planned_steps
+        try:
+            with reservation:
+                steps_done = training.train_epochs(
+                    self, loader, epochs, steps_per_execution, callback_list, params, validation_data
                 )
-                logs = {"epsilon": epsilon}
-                if validation_data is not None:
-                    val = self._model.evaluate(*validation_data, verbose=0, return_dict=True)
-                    logs.update({f"val_{k}": v for k, v in val.items()})
-                callback_list.on_epoch_end(epoch, logs)
-                if self._model.stop_training:
-                    break
-            if steps_done < planned_steps:
-                reservation.commit(accounting.dp_sgd_event(q, sigma, steps_done))
-            callback_list.on_train_end()
-        self._events.append(accounting.dp_sgd_event(q, sigma, steps_done))
-        self.privacy.update(
-            delta=target_delta,
-            sampling_rate=q,
-            steps=self.privacy["steps"] + steps_done,
-            epsilon=accounting.epsilon_for_event(dp_accounting.ComposedDpEvent(self._events), target_delta, accountant),
-        )
+                if steps_done < planned_steps:
+                    reservation.commit(accounting.dp_sgd_event(q, sigma, steps_done))
+                    charged_steps = steps_done
+                callback_list.on_train_end()
+        finally:  # also on a crash: what stays charged on the ledger is counted in privacy
+            self._record(reservation.event, charged_steps, q, ledger)
         return self._model.history
+
+    def _record(self, event, steps: int, sampling_rate: float, ledger) -> None:
+        """Counts a charged run in ``privacy``: epsilon of all charged runs at the ledger's delta and accountant."""
+        self._events.append(event)
+        self.privacy.update(
+            delta=ledger.delta,
+            sampling_rate=sampling_rate,
+            steps=self.privacy["steps"] + steps,
+            epsilon=accounting.epsilon_for_event(
+                dp_accounting.ComposedDpEvent(self._events), ledger.delta, ledger.accountant
+            ),
+        )
 
     # -- inference ------------------------------------------------------------------------
     def _features(self, frame) -> np.ndarray:
@@ -414,14 +351,22 @@ class PrivateKerasModel:
         *,
         eps: float | None = None,
         loss_bound: float | None = None,
+        error_bound: float | None = None,
         batch_size: int = 1024,
         verbose=0,
     ) -> dict:
         """Metrics: DP (charged to the ledger) on private data, plain Keras on public data.
 
-        On private data each metric is a DP mean of per-example values: accuracy metrics
-        (values in [0, 1]) always, and the loss when ``loss_bound`` gives public bounds
-        ``[0, loss_bound]`` for clamping it. ``eps`` is split evenly across the metrics.
+        On private data each metric is a DP mean of bounded per-example values
+        (:mod:`op_tensorflow.dp_metrics`): accuracy (values in [0, 1]) when an accuracy
+        metric is compiled; mean absolute error (each |y - y_pred| clamped to
+        ``[0, error_bound]``) and mean squared error (clamped to ``[0, error_bound**2]``)
+        when compiled (``'mae'``, ``'mse'``, their long names, metric objects or functions)
+        and ``error_bound``, a public bound on |y - y_pred|, is given; and the loss when
+        ``loss_bound`` gives public bounds ``[0, loss_bound]`` for clamping it. Results are
+        keyed by the compiled name (``'mae'`` or ``'mean_absolute_error'``), ``'accuracy'``
+        and ``'loss'``. ``eps`` is split evenly across the metrics; if their total does not
+        fit in the budget nothing is charged.
         """
         batch_size = _checks.positive_int("batch_size", batch_size)
         if isinstance(x, (PrivateDataFrame, PrivateSeries)):
@@ -429,42 +374,18 @@ class PrivateKerasModel:
                 raise TypeError("y must be the private labels of the same rows as x.")
             if eps is None:
                 raise ValueError("eps must be given to evaluate on private data: the metrics are DP answers.")
+            if self._loss_fn is None:
+                raise RuntimeError("call compile(optimizer=..., loss=..., metrics=[...]) before evaluate().")
+            plan = dp_metrics.metric_plan(self._model, self._loss_fn, loss_bound=loss_bound, error_bound=error_bound)
             PrivateDataLoader(x, y, 1)  # same checks as training: same source, aligned, numeric, finite
             y_true = _raw(y).to_numpy(dtype=np.float32)
             y_pred = self._model.predict(self._features(x), batch_size=batch_size, verbose=verbose)
-            values = self._per_example_metrics(y_true, y_pred, loss_bound)
-            if not values:
-                raise ValueError(
-                    "no metric can be computed privately: compile with metrics=['accuracy'] or pass "
-                    "loss_bound to report a clamped DP mean loss."
-                )
-            share = _checks.positive_float("eps", eps) / len(values)
-            index = _raw(x).index
-            results = {}
-            for name, (per_example, bounds) in values.items():
-                series = PrivateSeries(pd.Series(per_example, index=index, name=name), x._source, {name: bounds})
-                results[name] = series.mean(eps=share)
-            return results
+            values = dp_metrics.per_example_values(plan, self._loss_fn, y_true, y_pred)
+            return dp_metrics.release_means(values, x, eps)
         arguments.check_public(x, "x")
         arguments.check_public(y, "y")
         with arguments.keras_input_errors("x and y"):
             return self._model.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
-
-    def _per_example_metrics(self, y_true, y_pred, loss_bound) -> dict:
-        values = {}
-        if loss_bound is not None:
-            bound = _checks.positive_float("loss_bound", loss_bound)
-            losses = clipping.per_example_losses(self._loss_fn, tf.constant(y_true), tf.constant(y_pred)).numpy()
-            values["loss"] = (np.clip(losses, 0.0, bound), (0.0, bound))
-        names = [
-            m if isinstance(m, str) else getattr(m, "name", None) for m in keras_seam.compiled_metrics(self._model)
-        ]
-        if any(
-            n in ("accuracy", "acc", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy")
-            for n in names
-        ):
-            values["accuracy"] = (arguments.accuracy(y_true, y_pred), (0.0, 1.0))
-        return values
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path) -> None:

@@ -1,0 +1,131 @@
+"""The DP-SGD training loop of ``PrivateKerasModel.fit``: the graph step and the epochs around it.
+
+:func:`build_train_chunk` traces one ``tf.function`` running several DP-SGD steps (Poisson sample, clipped
+gradient sum, Gaussian noise, the user's optimizer) with an unknown batch dimension, so Poisson batches of any
+size never retrace. :func:`train_epochs` runs the epochs with Keras callbacks; it runs only after the budget
+for the whole run was reserved on the ledger.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from op_tensorflow import accounting, clipping
+from op_tensorflow.loader import PrivateDataLoader
+
+__all__ = ["build_train_chunk", "callback_list", "train_epochs"]
+
+
+def callback_list(callbacks, model, params: dict) -> tf.keras.callbacks.CallbackList:
+    """The Keras callbacks of a run (with History and, unless silent, the progress bar), given ``params``.
+
+    ``params`` holds Keras's ``verbose``, ``epochs`` and ``steps`` and the report's ``target_delta``,
+    ``ledger_delta`` and ``accountant``; a ``target_delta`` other than the ledger's is warned about.
+    """
+    listed = callbacks if isinstance(callbacks, (list, tuple)) else [] if callbacks is None else [callbacks]
+    if not all(isinstance(c, tf.keras.callbacks.Callback) for c in listed):
+        raise TypeError(f"callbacks must be a list of tf.keras.callbacks.Callback objects, got {callbacks!r}.")
+    target_delta, ledger_delta = params["target_delta"], params["ledger_delta"]
+    if not math.isclose(target_delta, ledger_delta, rel_tol=1e-12, abs_tol=0.0):
+        warnings.warn(
+            f"the history reports epsilon at delta={target_delta:g}, while the ledger accounts at "
+            f"delta={ledger_delta:g} (model.privacy gives the ledger's figure); omit target_delta to report "
+            "the ledger's.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return tf.keras.callbacks.CallbackList(
+        list(listed), add_history=True, add_progbar=params["verbose"] != 0, model=model, **params
+    )
+
+
+def build_train_chunk(dp_model, loader: PrivateDataLoader):
+    """The traced DP-SGD steps of ``dp_model`` on ``loader``: ``(first_step, num_steps, seeds) -> all finite``."""
+    model, optimizer, loss_fn, registry = dp_model._model, dp_model._optimizer, dp_model._loss_fn, dp_model._registry
+    variables = model.trainable_variables
+    # Slots must exist before the graph loop that applies gradients is traced.
+    if hasattr(optimizer, "build"):
+        optimizer.build(variables)
+    else:  # a tf.keras.optimizers.legacy optimizer
+        optimizer._create_all_weights(variables)
+    sample = loader._graph_sampler()
+    clip, stddev = dp_model.l2_norm_clip, dp_model.l2_norm_clip * dp_model.noise_multiplier
+    path = dp_model._plan.path
+    expected_batch = float(loader.batch_size)  # q * n: the divisor must not depend on the data
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([2], tf.int64),
+            tf.TensorSpec([2], tf.int64),
+        ],
+        reduce_retracing=True,
+    )
+    def train_chunk(first_step, num_steps, sampling_seed, noise_seed):
+        dp_model._trace_count += 1  # Python side effect: runs once per trace
+        finite = tf.constant(True)
+        for step in tf.range(first_step, first_step + num_steps):
+            x, y = sample(tf.random.experimental.stateless_fold_in(sampling_seed, step))
+            # An empty Poisson batch contributes a zero sum (then noise); skipping the model also
+            # avoids TF 2.15's oneDNN convolutions returning wrong shapes for 0-row inputs.
+            grads = tf.cond(
+                tf.shape(x)[0] > 0,
+                lambda x=x, y=y: clipping.clipped_gradient_sum(
+                    model, x, y, loss_fn, clip, registry=registry, path=path
+                )[0],
+                lambda: [tf.zeros_like(v) for v in variables],
+            )
+            noisy = clipping.add_noise(
+                grads, stddev, tf.random.experimental.stateless_fold_in(noise_seed, step), divide_by=expected_batch
+            )
+            finite = tf.logical_and(finite, tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in noisy]))
+            optimizer.apply_gradients(zip(noisy, variables, strict=True))
+        return finite
+
+    return train_chunk
+
+
+def train_epochs(dp_model, loader, epochs, steps_per_execution, callbacks, params, validation_data) -> int:
+    """The epochs of ``fit`` (run after the reservation), with callbacks; returns the number of steps run.
+
+    Raises ``FloatingPointError`` when an update is not finite (the caller keeps the run charged).
+    """
+    q, sigma = loader.sampling_rate, dp_model.noise_multiplier
+    dp_model._model.stop_training = False
+    sampling_seed = tf.constant(loader._sampling_seed())
+    noise_seed = tf.constant(dp_model._noise_rng.integers(0, 2**62, size=2, dtype=np.int64))
+    steps_done = 0
+    for epoch in range(epochs):
+        steps = loader.steps_in_epoch(epoch)
+        callbacks.set_params({**params, "steps": steps})
+        callbacks.on_epoch_begin(epoch)
+        done_in_epoch = 0
+        while done_in_epoch < steps:
+            chunk = min(steps_per_execution, steps - done_in_epoch)
+            callbacks.on_train_batch_begin(done_in_epoch)
+            finite = dp_model._train_chunk(
+                tf.constant(steps_done, tf.int64), tf.constant(chunk, tf.int64), sampling_seed, noise_seed
+            )
+            steps_done += chunk
+            done_in_epoch += chunk
+            if not bool(finite):
+                raise FloatingPointError(
+                    f"training produced a non-finite gradient at or before step {steps_done} (NaN or inf "
+                    "loss: check the inputs' scale, the loss and the learning rate). The whole planned run "
+                    "stays charged to the ledger."
+                )
+            callbacks.on_train_batch_end(done_in_epoch - 1, {})
+        event = accounting.dp_sgd_event(q, sigma, steps_done)
+        logs = {"epsilon": accounting.epsilon_for_event(event, params["target_delta"], params["accountant"])}
+        if validation_data is not None:
+            val = dp_model._model.evaluate(*validation_data, verbose=0, return_dict=True)
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        callbacks.on_epoch_end(epoch, logs)
+        if dp_model._model.stop_training:
+            break
+    return steps_done
