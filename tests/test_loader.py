@@ -367,6 +367,7 @@ def test_no_rows_reachable_through_public_paths():
             "budget",
             "dp_event",
             "feature_columns",
+            "from_arrays",
             "input_shape",
             "label_columns",
             "sample_size",

@@ -8,6 +8,7 @@ from op_tensorflow.accounting import (
     get_privacy_spent,
     noise_multiplier_for_epsilon,
 )
+from op_tensorflow.arrays import private_arrays
 from op_tensorflow.budget import PrivacyBudget
 from op_tensorflow.errors import BudgetExceededError, PrivacyError, PrivacyWarning
 from op_tensorflow.frame import PrivateDataFrame, PrivateSeries, test_train_split, train_test_split
@@ -56,6 +57,7 @@ __all__ = [
     "get_privacy_budget",
     "get_privacy_spent",
     "noise_multiplier_for_epsilon",
+    "private_arrays",
     "test_train_split",
     "train_test_split",
 ]

@@ -30,7 +30,18 @@ from op_tensorflow.bounds import ARITH, Bounds, is_scalar, scalar_bounds, valida
 from op_tensorflow.budget import as_budget
 from op_tensorflow.errors import PrivacyError
 from op_tensorflow.mechanisms import Mechanism, check_eps, fresh_rng
-from op_tensorflow.private_base import AGGREGATE_HINT, _PrivateBase, _raw, _Source, budget_summary, public_dtype
+from op_tensorflow.private_base import (
+    AGGREGATE_HINT,
+    REPR_COLUMNS,
+    REPR_WIDTH,
+    _PrivateBase,
+    _raw,
+    _Source,
+    budget_lines,
+    budget_summary,
+    public_dtype,
+    short_metadata,
+)
 from op_tensorflow.series import PrivateSeries
 
 __all__ = ["PrivateDataFrame", "PrivateSeries", "test_train_split", "train_test_split"]
@@ -54,9 +65,11 @@ class PrivateDataFrame(_PrivateBase):
 
     __slots__ = ()
 
-    def __init__(self, df=None, *, metadata: Mapping | None = None, budget=None, _source=None, _data=None):
+    def __init__(
+        self, df=None, *, metadata: Mapping | None = None, budget=None, _source=None, _data=None, _layout=None
+    ):
         if _source is not None:  # internal derivation: shares the parent's source
-            super().__init__(_data, _source, dict(metadata or {}))
+            super().__init__(_data, _source, dict(metadata or {}), _layout)
             return
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}.")
@@ -104,9 +117,36 @@ class PrivateDataFrame(_PrivateBase):
     def metadata(self) -> dict:
         return {c: self._metadata[c] for c in self._data.columns if c in self._metadata}
 
+    @property
+    def example_shape(self) -> tuple[int, ...] | None:
+        """The per-example shape of private arrays (see ``private_arrays``), e.g. ``(12, 6)``, else None.
+
+        The columns are the examples' values flattened in row-major (C) order; the shape is kept
+        through splits, clipping and arithmetic, and dropped once columns are selected, dropped,
+        reordered or added. ``PrivateDataLoader`` uses it when no ``feature_shape`` is given.
+        """
+        layout = self._layout
+        if layout is None or tuple(self._data.columns) != layout[1]:
+            return None
+        return layout[0]
+
     def __repr__(self) -> str:
-        cols = ", ".join(f"{c}: {t}" for c, t in self._data.dtypes.items())
-        return f"PrivateDataFrame(rows={len(self)}, columns=[{cols}], budget: {budget_summary(self.budget)})"
+        """Schema and budget state only: one line if short, else at most about 20 lines."""
+        dtypes = [(c, public_dtype(t)) for c, t in self._data.dtypes.items()]
+        shape = self.example_shape
+        cols = ", ".join(f"{c}: {t}" for c, t in dtypes)
+        line = f"PrivateDataFrame(rows={len(self)}, columns=[{cols}], budget: {budget_summary(self.budget)})"
+        if shape is None and len(line) <= REPR_WIDTH:
+            return line
+        lines = [f"PrivateDataFrame(rows={len(self)}, columns={len(dtypes)})"]
+        if shape is not None:
+            lines.append(f"  per-example shape: {shape} (columns in row-major order)")
+        lines.append("  columns (dtype, public metadata):")
+        for c, t in dtypes[:REPR_COLUMNS]:
+            lines.append(f"    {str(c)[:40]}: {t}, {short_metadata(self._metadata.get(c))}")
+        if len(dtypes) > REPR_COLUMNS:
+            lines.append(f"    ... and {len(dtypes) - REPR_COLUMNS} more columns")
+        return "\n".join(lines + budget_lines(self.budget))
 
     __str__ = __repr__
 
@@ -116,7 +156,10 @@ class PrivateDataFrame(_PrivateBase):
     # -- selection and derivation ---------------------------------------------------
     def _derive(self, data: pd.DataFrame, metadata: dict | None = None) -> PrivateDataFrame:
         return PrivateDataFrame(
-            metadata=self._metadata if metadata is None else metadata, _source=self._source, _data=data
+            metadata=self._metadata if metadata is None else metadata,
+            _source=self._source,
+            _data=data,
+            _layout=self._layout,  # example_shape checks that the columns still match it
         )
 
     def _check_columns(self, names: Sequence) -> None:

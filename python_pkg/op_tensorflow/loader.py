@@ -27,12 +27,21 @@ from collections.abc import Iterator, Sequence
 
 import dp_accounting
 import numpy as np
-import pandas as pd
 
 from op_tensorflow import _checks, accounting
+from op_tensorflow.arrays import private_arrays
 from op_tensorflow.budget import PrivacyBudget
 from op_tensorflow.errors import PrivacyError
-from op_tensorflow.frame import PrivateDataFrame, PrivateSeries, _raw
+from op_tensorflow.frame import PrivateDataFrame, PrivateSeries
+from op_tensorflow.loader_columns import as_frame as _as_frame
+from op_tensorflow.loader_columns import check_aligned
+from op_tensorflow.loader_columns import check_numeric as _check_numeric
+from op_tensorflow.loader_columns import clamp as _clamp
+from op_tensorflow.loader_columns import column_bounds as _column_bounds
+from op_tensorflow.loader_columns import float64 as _float64
+from op_tensorflow.loader_columns import validate_feature_shape as _validate_feature_shape
+from op_tensorflow.loader_sampling import graph_sampler
+from op_tensorflow.private_base import REPR_COLUMNS, REPR_WIDTH
 
 __all__ = ["PrivateDataLoader"]
 
@@ -47,70 +56,6 @@ def _refuse(what: str, instead: str = _TRAIN_HINT, *, message: str | None = None
 
     method.__name__ = what
     return method
-
-
-def _as_frame(obj: PrivateDataFrame | PrivateSeries) -> pd.DataFrame:
-    data = _raw(obj)
-    return data.to_frame() if isinstance(data, pd.Series) else data
-
-
-def _check_numeric(arg: str, frame: pd.DataFrame) -> None:
-    for col, dtype in frame.dtypes.items():
-        if pd.api.types.is_bool_dtype(dtype):
-            continue
-        if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_complex_dtype(dtype):
-            raise ValueError(
-                f"{arg} column {col!r} has dtype {dtype}, which is not numeric: encode it numerically first "
-                "(e.g. one-hot or integer codes for categories; bool columns are used as 0/1)."
-            )
-
-
-def _float64(frame: pd.DataFrame) -> np.ndarray:
-    return frame.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _column_bounds(obj: PrivateDataFrame | PrivateSeries, columns) -> list[tuple[float, float] | None]:
-    """The public ``(lower, upper)`` metadata bounds of each column (numeric categories give their range)."""
-    bounds = []
-    for col in columns:
-        meta = obj._metadata.get(col)
-        if isinstance(meta, tuple) and len(meta) == 2:
-            bounds.append((float(meta[0]), float(meta[1])))
-        elif isinstance(meta, (list, tuple)) and meta and all(isinstance(c, numbers.Real) for c in meta):
-            bounds.append((float(min(meta)), float(max(meta))))
-        else:
-            bounds.append(None)
-    return bounds
-
-
-def _clamp(x: np.ndarray, bounds: list[tuple[float, float] | None]) -> None:
-    """Clamps feature columns in place to their declared public bounds (NaN stays NaN, for the checks below)."""
-    for j, b in enumerate(bounds):
-        if b is not None:
-            np.clip(x[:, j], b[0], b[1], out=x[:, j])
-
-
-def _validate_feature_shape(feature_shape, n_features: int) -> tuple[int, ...]:
-    if feature_shape is None:
-        return (n_features,)
-    if isinstance(feature_shape, (str, bytes)) or not isinstance(feature_shape, Sequence):
-        raise TypeError(
-            f"feature_shape must be a tuple of positive integers, got {feature_shape!r} "
-            f"({type(feature_shape).__name__})."
-        )
-    dims = []
-    for dim in feature_shape:
-        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-            raise ValueError(f"feature_shape must be a tuple of positive integers, got {tuple(feature_shape)!r}.")
-        dims.append(int(dim))
-    if not dims:
-        raise ValueError("feature_shape must have at least one dimension, got ().")
-    if math.prod(dims) != n_features:
-        raise ValueError(
-            f"feature_shape {tuple(dims)!r} holds {math.prod(dims)} values per example, but feature_df has "
-            f"{n_features} feature column(s); the product of feature_shape must equal the number of columns."
-        )
-    return tuple(dims)
 
 
 class PrivateDataLoader:
@@ -130,7 +75,8 @@ class PrivateDataLoader:
             sequence of batches for the same sequence of calls.
         feature_shape: Optional per-example shape of the features, e.g. ``(12, 6)`` to feed 72
             flattened columns to a 1-D convnet; its product must equal the number of feature
-            columns. Columns are reshaped in row-major (C) order.
+            columns. Columns are reshaped in row-major (C) order. Default: the features'
+            ``example_shape`` when they come from ``private_arrays``, else ``(n_features,)``.
         dropna: If False (default), missing or infinite values in any feature or label column
             raise ``ValueError``. If True, rows with such values are dropped and ``n`` is the
             number of remaining rows. Note that ``n`` then depends on the data's missingness
@@ -207,6 +153,8 @@ class PrivateDataLoader:
             raise ValueError("label_df has no columns; select at least one label column.")
         _check_numeric("feature_df", features)
         _check_numeric("label_df", labels)
+        if feature_shape is None and isinstance(feature_df, PrivateDataFrame):
+            feature_shape = feature_df.example_shape  # private arrays remember their per-example shape
         input_shape = _validate_feature_shape(feature_shape, features.shape[1])
 
         x, y = _float64(features), _float64(labels)
@@ -256,26 +204,45 @@ class PrivateDataLoader:
         self._feature_bounds = feature_bounds
         self._label_bounds = label_bounds
 
-    @staticmethod
-    def _check_aligned(feature_df, label_df) -> None:
-        if label_df._source is not feature_df._source:
-            raise ValueError(
-                "label_df comes from a different private dataset than feature_df; select features and labels "
-                "from the same PrivateDataFrame (e.g. pdf[['x1', 'x2']] and pdf['y'])."
-            )
-        fx, fy = _raw(feature_df).index, _raw(label_df).index
-        if not fx.equals(fy):
-            raise ValueError(
-                "label_df is not row-aligned with feature_df (different rows or row order); select both from "
-                "the same frame, or split them together in one train_test_split(X, y) call."
-            )
-        if not fx.is_unique and len(fx) != feature_df._source.n_rows:
-            # Derived parts are subsets of the original rows in order; with repeated row labels two different
-            # subsets can carry equal labels, so alignment cannot be verified.
-            raise ValueError(
-                "label_df's row alignment with feature_df cannot be verified because the dataset's row index has "
-                "repeated labels; reset the index (df.reset_index(drop=True)) before wrapping it in PrivateDataFrame."
-            )
+    @classmethod
+    def from_arrays(
+        cls,
+        x,
+        y,
+        batch_size: int,
+        *,
+        feature_bounds,
+        label_bounds=None,
+        label_categories=None,
+        epsilon: float | None = None,
+        delta: float | None = None,
+        budget=None,
+        seed: int | None = None,
+        dropna: bool = False,
+    ) -> PrivateDataLoader:
+        """A loader straight from example arrays and labels, like ``tf.data.Dataset.from_tensor_slices((x, y))``.
+
+        ``private_arrays(x, y, ...)`` (same arguments) and then the loader; its input shape is
+        ``x.shape[1:]``. To keep a test split for DP evaluation, call ``private_arrays`` and
+        ``train_test_split`` instead.
+
+        Example:
+            >>> loader = PrivateDataLoader.from_arrays(x, y, 32, feature_bounds=(0, 1),
+            ...                                        label_categories=[0, 1], epsilon=3, delta=1e-5)
+        """
+        features, labels = private_arrays(
+            x,
+            y,
+            feature_bounds=feature_bounds,
+            label_bounds=label_bounds,
+            label_categories=label_categories,
+            epsilon=epsilon,
+            delta=delta,
+            budget=budget,
+        )
+        return cls(features, labels, batch_size, seed=seed, dropna=dropna)
+
+    _check_aligned = staticmethod(check_aligned)
 
     # -- public, data-independent facts ---------------------------------------------------
     @property
@@ -339,10 +306,28 @@ class PrivateDataLoader:
         return accounting.dp_sgd_event(self.sampling_rate, noise_multiplier, self.total_steps(epochs))
 
     def __repr__(self) -> str:
-        return (
-            f"PrivateDataLoader(sample_size={self._n}, batch_size={self._batch_size}, "
-            f"sampling_rate={self.sampling_rate:.6g}, feature_columns={self._feature_columns!r}, "
-            f"label_columns={self._label_columns!r}, input_shape={self._input_shape!r})"
+        """Public facts only; with many columns, a few lines listing the first columns."""
+        head = f"PrivateDataLoader(sample_size={self._n}, batch_size={self._batch_size}, "
+        head += f"sampling_rate={self.sampling_rate:.6g}"
+        line = (
+            f"{head}, feature_columns={self._feature_columns!r}, label_columns={self._label_columns!r}, "
+            f"input_shape={self._input_shape!r})"
+        )
+        if len(line) <= REPR_WIDTH:
+            return line
+
+        def listed(columns: list) -> str:
+            shown = ", ".join(str(c)[:40] for c in columns[:REPR_COLUMNS])
+            more = len(columns) - REPR_COLUMNS
+            return f"{len(columns)}: {shown}" + (f", ... and {more} more" if more > 0 else "")
+
+        return "\n".join(
+            [
+                f"{head}, input_shape={self._input_shape!r})",
+                f"  feature columns ({listed(self._feature_columns)})",
+                f"  label columns ({listed(self._label_columns)})",
+                f"  steps per epoch: {self.steps_per_epoch}",
+            ]
         )
 
     __str__ = __repr__
@@ -388,45 +373,8 @@ class PrivateDataLoader:
         return self._rng.integers(0, 2**62, size=2, dtype=np.int64)
 
     def _graph_sampler(self):
-        """Internal: a graph-side Poisson sampler ``seed -> (x, y)`` for op_tensorflow's training loop.
-
-        Inclusion is a Bernoulli(q) process over the rows; the gaps between included rows are
-        Geometric(q), so drawing gaps costs O(batch), not O(n). Gaps are drawn in chunks of
-        ``q n + 10 sd + 16`` until they pass row ``n - 1`` (more than one chunk has probability
-        below 1e-20, and is still handled exactly). The batch is in row order. Seeds come
-        from ``_sampling_seed`` (``seed=`` of the loader, else OS entropy) folded with the
-        step number, so a run is reproducible exactly when the loader's seed is fixed.
-        """
-        import tensorflow as tf
-
-        x, y, n, q = tf.constant(self._x), tf.constant(self._y), self._n, self.sampling_rate
-        if q >= 1.0:  # every row, with the batch dimension unknown as for Poisson batches
-            return lambda seed: tuple(tf.compat.v1.placeholder_with_default(t, [None, *t.shape[1:]]) for t in (x, y))
-        chunk = int(q * n + 10 * math.sqrt(n * q * (1 - q)) + 16)
-        log1m_q = math.log1p(-q)
-
-        def positions(seed):
-            def draw(i, offset, found):
-                u = tf.random.stateless_uniform(
-                    [chunk], seed=tf.random.experimental.stateless_fold_in(seed, i), dtype=tf.float64
-                )
-                gaps = tf.floor(tf.math.log1p(-u) / log1m_q)  # failures before each success: Geometric(q)
-                pos = offset + tf.cumsum(gaps + 1.0) - 1.0
-                return i + 1, pos[-1] + 1.0, tf.concat([found, pos], axis=0)
-
-            _, _, found = tf.while_loop(
-                lambda i, offset, found: offset < n,
-                draw,
-                (tf.constant(0, tf.int64), tf.constant(0.0, tf.float64), tf.zeros([0], tf.float64)),
-                shape_invariants=(tf.TensorShape([]), tf.TensorShape([]), tf.TensorShape([None])),
-            )
-            return tf.cast(tf.boolean_mask(found, found < n), tf.int64)
-
-        def sample(seed):
-            rows = positions(seed)
-            return tf.gather(x, rows), tf.gather(y, rows)
-
-        return sample
+        """Internal: a graph-side Poisson sampler ``seed -> (x, y)`` (see ``loader_sampling.graph_sampler``)."""
+        return graph_sampler(self._x, self._y, self.sampling_rate)
 
     def _dataset(self, epochs: float):
         """Internal: a ``tf.data.Dataset`` of the ``total_steps(epochs)`` batches of a whole run.

@@ -15,7 +15,12 @@ import pandas as pd
 from op_tensorflow.budget import PrivacyBudget
 from op_tensorflow.errors import PrivacyError
 
-__all__ = ["AGGREGATE_HINT", "budget_summary", "public_dtype", "refuse"]
+__all__ = ["AGGREGATE_HINT", "budget_lines", "budget_summary", "public_dtype", "refuse", "short_metadata"]
+
+#: Reprs longer than this many characters become a multi-line summary (at most ~20 lines).
+REPR_WIDTH = 200
+#: Columns listed by a multi-line repr before "... and N more columns".
+REPR_COLUMNS = 10
 
 
 class _Source:
@@ -40,6 +45,26 @@ def budget_summary(budget: PrivacyBudget) -> str:
     return f"epsilon spent {budget.spent():.4g} of {budget.epsilon:g} at delta={budget.delta:g}"
 
 
+def budget_lines(budget: PrivacyBudget) -> list[str]:
+    """The budget state of a multi-line repr: epsilon total, spent and remaining, and delta."""
+    spent = budget.spent()
+    remaining = max(budget.epsilon - spent, 0.0)
+    return [
+        f"  budget: epsilon total {budget.epsilon:g}, spent {spent:.4g}, remaining {remaining:.4g}; "
+        f"delta {budget.delta:g} ({budget.accountant})"
+    ]
+
+
+def short_metadata(meta) -> str:
+    """Public metadata for a repr line: bounds as ``[lower, upper]``, a long category list shortened."""
+    if meta is None:
+        return "no bounds"
+    if isinstance(meta, tuple):
+        return f"[{meta[0]:g}, {meta[1]:g}]"
+    shown = ", ".join(repr(c) for c in meta[:5])
+    return f"categories [{shown}{', ...' if len(meta) > 5 else ''}] ({len(meta)})"
+
+
 def refuse(what: str, instead: str):
     """A method raising ``PrivacyError`` for ``what``, suggesting ``instead``."""
 
@@ -56,12 +81,14 @@ AGGREGATE_HINT = "Use a DP aggregate (count, sum, mean, describe with eps=...) o
 class _PrivateBase:
     """What PrivateDataFrame and PrivateSeries share: source, ledger and refused paths."""
 
-    __slots__ = ("_data", "_source", "_metadata")
+    __slots__ = ("_data", "_source", "_metadata", "_layout")
 
-    def __init__(self, data, source: _Source, metadata: dict):
+    def __init__(self, data, source: _Source, metadata: dict, layout: tuple | None = None):
         object.__setattr__(self, "_data", data)
         object.__setattr__(self, "_source", source)
         object.__setattr__(self, "_metadata", metadata)
+        # (per-example shape, the flat columns in C order) of private arrays; see PrivateDataFrame.example_shape
+        object.__setattr__(self, "_layout", layout)
 
     # -- public, data-independent facts ---------------------------------------------
     @property
@@ -106,7 +133,8 @@ class _PrivateBase:
 
     def __copy__(self):
         clone = object.__new__(type(self))
-        _PrivateBase.__init__(clone, self._data, self._source, dict(self._metadata))
+        # a shallow copy: assigning a column to the clone leaves the original as it was
+        _PrivateBase.__init__(clone, self._data.copy(deep=False), self._source, dict(self._metadata), self._layout)
         return clone
 
     # -- DP aggregates ----------------------------------------------------------------

@@ -8,7 +8,16 @@ import pandas as pd
 
 from op_tensorflow.bounds import ARITH, COMPARE, Bounds, is_scalar, scalar_bounds, validate_bounds
 from op_tensorflow.mechanisms import Mechanism, check_eps, check_float_range, fresh_rng
-from op_tensorflow.private_base import AGGREGATE_HINT, _PrivateBase, budget_summary, public_dtype, refuse
+from op_tensorflow.private_base import (
+    AGGREGATE_HINT,
+    REPR_WIDTH,
+    _PrivateBase,
+    budget_lines,
+    budget_summary,
+    public_dtype,
+    refuse,
+    short_metadata,
+)
 
 __all__ = ["PrivateSeries"]
 
@@ -39,10 +48,18 @@ class PrivateSeries(_PrivateBase):
         return meta if isinstance(meta, tuple) else None
 
     def __repr__(self) -> str:
-        return (
+        """Schema and budget state only: one line if short, else a few lines."""
+        line = (
             f"PrivateSeries(name={self.name!r}, dtype={self.dtype}, rows={len(self)}, "
             f"metadata={self.metadata!r}, budget: {budget_summary(self.budget)})"
         )
+        if len(line) <= REPR_WIDTH:
+            return line
+        lines = [
+            f"PrivateSeries(name={str(self.name)[:40]!r}, dtype={self.dtype}, rows={len(self)})",
+            f"  metadata: {short_metadata(self.metadata)}",
+        ]
+        return "\n".join(lines + budget_lines(self.budget))
 
     __str__ = __repr__
 
