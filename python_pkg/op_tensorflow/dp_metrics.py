@@ -108,7 +108,7 @@ def metric_plan(model, loss_fn, *, loss_bound=None, error_bound=None) -> MetricP
     """
     loss_bound = None if loss_bound is None else _checks.positive_float("loss_bound", loss_bound)
     error_bound = None if error_bound is None else _checks.positive_float("error_bound", error_bound)
-    if error_bound is not None and not np.isfinite(error_bound**2):
+    if error_bound is not None and error_bound > 1e150:
         raise ValueError(f"error_bound must be below 1e150 (its square bounds the squared error), got {error_bound!r}.")
     plan, kinds = [], set()
     if loss_bound is not None:
