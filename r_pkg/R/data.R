@@ -294,24 +294,51 @@ dp_describe <- function(x, eps, mechanism = "laplace") {
 
 #' Report a privacy budget
 #'
-#' Prints the budget's epsilon, delta, the epsilon spent and remaining, and returns the report.
+#' Reads the ledger's state: its epsilon and delta, the accountant, the epsilon spent (committed
+#' and reserved charges, composed at the ledger's delta) and remaining. Nothing is printed until
+#' the report is printed (auto-printing at the console, or `print()`).
 #'
 #' @param x A private data frame or series, a private data loader, a privacy budget (Python
 #'   `PrivacyBudget`), or the path of a ledger file written with `private_data_frame(path = )`.
-#' @return The report, invisibly: a list with `epsilon`, `delta`, `accountant`, `spent`,
-#'   `remaining`, `n_entries` and `n_reserved`.
+#' @return An object of class `optensorflow_privacy_budget`: a list with `epsilon` (the budget;
+#'   `Inf` if unlimited), `delta`, `accountant` (`"rdp"` or `"pld"`), `spent`, `remaining`,
+#'   `n_entries` (the ledger's charges) and `n_reserved` (those reserved by a running or
+#'   crashed training run). `format()` gives its lines and `print()` shows them.
 #' @examplesIf op_tensorflow_available()
 #' pdf <- private_data_frame(data.frame(x = runif(50)), metadata = list(x = c(0, 1)),
 #'                           epsilon = 1, delta = 1e-4)
 #' dp_mean(pdf$x, eps = 0.25)
 #' report <- privacy_budget(pdf)
+#' report
 #' report$remaining
 #' @export
 privacy_budget <- function(x) {
   budget <- as_privacy_budget(x)
   report <- py_call(py_method(budget, "report"))
-  cat(format_budget_report(report), sep = "\n")
-  invisible(report)
+  new_privacy_budget_report(report)
+}
+
+new_privacy_budget_report <- function(report) {
+  fields <- c("epsilon", "delta", "accountant", "spent", "remaining", "n_entries", "n_reserved")
+  out <- list(
+    epsilon = as.numeric(report$epsilon),
+    delta = as.numeric(report$delta),
+    accountant = as.character(report$accountant),
+    spent = as.numeric(report$spent),
+    remaining = as.numeric(report$remaining),
+    n_entries = as.integer(report$n_entries),
+    n_reserved = as.integer(report$n_reserved)
+  )
+  structure(out[fields], class = "optensorflow_privacy_budget")
+}
+
+#' @export
+format.optensorflow_privacy_budget <- function(x, ...) format_budget_report(x)
+
+#' @export
+print.optensorflow_privacy_budget <- function(x, ...) {
+  cat(format(x, ...), sep = "\n")
+  invisible(x)
 }
 
 as_privacy_budget <- function(x) {

@@ -102,6 +102,7 @@ ensure_keras_mode <- function() {
     apply_keras_mode(setting, python = TRUE)
   }
   add_tf_privacy_path()
+  import_tensorflow_quietly()
   actual <- python_keras()
   mode <- if (actual$keras3) "keras3" else "tf_keras"
   if (setting$explicit && mode != setting$mode) keras_mode_error(setting, actual)
@@ -135,6 +136,25 @@ ensure_keras_mode <- function() {
 #' error of class `KerasModeError`: restart R and set the option before `library(optensorflow)`.
 #' Without any setting, TensorFlow 2.15 (Keras 2 only) is accepted as it is.
 #'
+#' @section TensorFlow's start-up messages:
+#' Importing TensorFlow writes lines such as "oneDNN custom operations are on", "Could not find
+#' cuda drivers on your machine, GPU will not be used", "This TensorFlow binary is optimized to
+#' use available CPU instructions ..." and, on TensorFlow 2.15 to 2.18, "Unable to register cuDNN
+#' factory" (logged as errors, though nothing is wrong) to the R process's standard error, from
+#' C++. optensorflow keeps them out of R sessions and knitted documents:
+#' * when the package loads, it sets TensorFlow's documented switch `TF_CPP_MIN_LOG_LEVEL` to `1`
+#'   (hide TensorFlow's C++ INFO logs; warnings and errors are still shown), unless you set it;
+#' * TensorFlow >= 2.19 writes some of those lines before its logging reads
+#'   `TF_CPP_MIN_LOG_LEVEL`, and the "Unable to register" lines are errors, so while the first
+#'   optensorflow call imports TensorFlow (and TensorFlow looks for devices), standard error goes
+#'   to a file and is copied back without exactly those start-up lines. Every other line, errors
+#'   and warnings included, is passed on. (If R crashes in between, the lines are in
+#'   `tempdir()/tf-startup-*.log`.)
+#'
+#' To see everything, set `options(optensorflow.tf_startup_log = TRUE)` or
+#' `Sys.setenv(TF_CPP_MIN_LOG_LEVEL = "0")` before `library(optensorflow)`. Nothing is filtered
+#' if something else imported TensorFlow first.
+#'
 #' @return A named list of character strings: `python`, `tensorflow`, `keras_version`, `keras`
 #'   (`"keras3"` or `"tf_keras"`, meaning Keras 2: the `tf_keras` package, or TensorFlow 2.15's
 #'   own Keras), `keras_package` (the Python package behind `tf.keras`: `"keras"` or
@@ -162,4 +182,122 @@ optensorflow_stack <- function() {
     dp_accounting = version("dp-accounting"),
     numpy = version("numpy")
   )
+}
+
+# -- TensorFlow's start-up noise -------------------------------------------------------------------
+# Importing TensorFlow writes lines like "oneDNN custom operations are on", "Could not find cuda
+# drivers on your machine", "This TensorFlow binary is optimized to use available CPU instructions",
+# and, on TensorFlow 2.15 to 2.18, "Unable to register cuDNN factory" (error level, although nothing
+# is wrong) straight to the process's stderr from C++. TF_CPP_MIN_LOG_LEVEL, TensorFlow's documented
+# switch, hides its C++ INFO logs (level 1) but not those errors, and since TensorFlow 2.19 not the
+# lines logged before absl::InitializeLog() either (tensorflow/tensorflow#100442). So:
+# * TF_CPP_MIN_LOG_LEVEL = 1 (INFO hidden, warnings and errors shown) when the user has not set it,
+#   before Python starts (.onLoad);
+# * while optensorflow imports TensorFlow (and TensorFlow looks for devices), stderr goes to a file
+#   and is copied back afterwards without the known start-up lines above; every other line (real
+#   errors and warnings) is passed on.
+# options(optensorflow.tf_startup_log = TRUE) before the first call, or TF_CPP_MIN_LOG_LEVEL = 0,
+# shows everything.
+
+tf_log_level_on_load <- function() {
+  if (!nzchar(Sys.getenv("TF_CPP_MIN_LOG_LEVEL")) && !isTRUE(getOption("optensorflow.tf_startup_log"))) {
+    Sys.setenv(TF_CPP_MIN_LOG_LEVEL = "1")
+    .state$tf_log_level_set_by_us <- TRUE
+  }
+  invisible()
+}
+
+# Regular expressions (Python re) of the start-up lines dropped; "failed call to cuInit" only after
+# TensorFlow said it found no CUDA driver.
+tf_startup_noise <- c(
+  "^WARNING: All log messages before absl::InitializeLog\\(\\) is called are written to STDERR\\s*$",
+  "\\] oneDNN custom operations are on\\. ",
+  "\\] Could not find cuda drivers on your machine, GPU will not be used\\.\\s*$",
+  "\\] This TensorFlow binary is optimized to use available CPU instructions in performance-critical operations\\.",
+  "^To enable the following instructions: .* in other operations, rebuild TensorFlow with the appropriate compiler flags\\.\\s*$",
+  "\\] Unable to register cu(DNN|FFT|BLAS) factory: Attempting to register factory for plugin cu(DNN|FFT|BLAS) when one has already been registered\\s*$",
+  "\\] computation placer already registered\\. Please check linkage and avoid linking the same target more than once\\.\\s*$",
+  "\\] TF-TRT Warning: Could not find TensorRT\\s*$"
+)
+tf_no_driver_noise <- "\\] failed call to cuInit: .*(UNKNOWN ERROR \\(303\\)|CUDA_ERROR_NO_DEVICE|no CUDA-capable device)"
+
+tf_startup_filter_code <- '
+def filter_tf_startup(text, patterns, no_driver):
+    """The lines of text that are not TensorFlow start-up noise, as one string."""
+    import re
+    noise = [re.compile(p) for p in patterns]
+    no_driver_re = re.compile(no_driver)
+    no_driver_seen = "Could not find cuda drivers on your machine" in text
+    kept = []
+    for line in text.splitlines(keepends=True):
+        if any(p.search(line) for p in noise):
+            continue
+        if no_driver_seen and no_driver_re.search(line):
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+def import_tensorflow_quietly(log_path, patterns, no_driver, filter_tf_startup=filter_tf_startup):
+    """Imports TensorFlow (and lists its devices) with stderr (fd 2) sent to log_path, then writes
+    the log back to stderr without the start-up noise. Import errors are left to the caller."""
+    import os, sys
+    if "tensorflow" in sys.modules:
+        return False
+    def flush():
+        try:
+            sys.stderr.flush()
+        except Exception:
+            pass
+    flush()
+    saved = os.dup(2)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.dup2(log, 2)
+        try:
+            import tensorflow as tf
+            tf.config.list_physical_devices()
+        except Exception:
+            pass  # the caller imports op_tensorflow next and reports the error
+        finally:
+            flush()
+            os.dup2(saved, 2)
+    finally:
+        os.close(log)
+        os.close(saved)
+    with open(log_path, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    os.remove(log_path)
+    kept = filter_tf_startup(text, patterns, no_driver)
+    if kept:
+        os.write(2, kept.encode("utf-8", "replace"))
+    return True
+'
+
+tf_startup_filter <- function() {
+  if (is.null(.state$tf_filter)) {
+    env <- reticulate::py_run_string(tf_startup_filter_code, local = TRUE, convert = FALSE)
+    .state$tf_filter <- env
+  }
+  .state$tf_filter
+}
+
+# Called by ensure_keras_mode() once Python runs with the Keras mode settled, before anything
+# imports TensorFlow. If R crashes while TensorFlow starts, its messages are in the file
+# tempdir()/tf-startup-*.log.
+import_tensorflow_quietly <- function() {
+  if (isTRUE(getOption("optensorflow.tf_startup_log")) || identical(Sys.getenv("TF_CPP_MIN_LOG_LEVEL"), "0")) {
+    return(invisible(FALSE))
+  }
+  if (reticulate::py_eval("'tensorflow' in __import__('sys').modules")) return(invisible(FALSE))
+  if (reticulate::py_eval("__import__('importlib.util').util.find_spec('tensorflow') is None")) {
+    return(invisible(FALSE)) # (reticulate::py_module_available() would import it)
+  }
+  filter <- tf_startup_filter()
+  log <- tempfile("tf-startup-", fileext = ".log")
+  done <- tryCatch(
+    reticulate::py_to_r(filter[["import_tensorflow_quietly"]](log, as.list(tf_startup_noise),
+                                                                           tf_no_driver_noise)),
+    error = function(e) FALSE
+  )
+  invisible(isTRUE(done))
 }

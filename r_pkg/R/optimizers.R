@@ -25,7 +25,10 @@
 #' @param learning_rate The learning rate.
 #' @param ... Further arguments for the Keras optimizer (e.g. `beta_1`, `momentum`) or for TF
 #'   Privacy (`gradient_accumulation_steps`).
-#' @return A Keras optimizer (Python object) for `model$compile(optimizer = ...)`.
+#' @return A Keras optimizer (Python object) for `model$compile(optimizer = ...)`, with the R
+#'   class `optensorflow_dp_optimizer` in front of its Python classes: it prints its
+#'   configuration (TF Privacy's class, `l2_norm_clip`, `noise_multiplier`, `num_microbatches`,
+#'   the learning rate), and `format()` gives those lines.
 #' @examplesIf op_tensorflow_available() && optensorflow_stack()$keras == "tf_keras"
 #' \donttest{
 #' k <- keras_module()
@@ -39,11 +42,11 @@
 dp_adam_gaussian_optimizer <- function(l2_norm_clip, noise_multiplier, num_microbatches = NULL,
                                        learning_rate = 0.001, ...) {
   require_keras2("dp_adam_gaussian_optimizer()")
-  do.call(py_call, c(
+  as_dp_optimizer(do.call(py_call, c(
     list(op$DPAdamGaussianOptimizer, l2_norm_clip, noise_multiplier,
          num_microbatches = as_py_count(num_microbatches), learning_rate = learning_rate),
     as_py_args(...)
-  ))
+  )))
 }
 
 #' @rdname dp_adam_gaussian_optimizer
@@ -51,11 +54,53 @@ dp_adam_gaussian_optimizer <- function(l2_norm_clip, noise_multiplier, num_micro
 dp_gradient_descent_gaussian_optimizer <- function(l2_norm_clip, noise_multiplier, num_microbatches = NULL,
                                                    learning_rate = 0.01, ...) {
   require_keras2("dp_gradient_descent_gaussian_optimizer()")
-  do.call(py_call, c(
+  as_dp_optimizer(do.call(py_call, c(
     list(op$DPGradientDescentGaussianOptimizer, l2_norm_clip, noise_multiplier,
          num_microbatches = as_py_count(num_microbatches), learning_rate = learning_rate),
     as_py_args(...)
-  ))
+  )))
+}
+
+# The R class in front of the Python classes: print()/format() show the DP configuration instead
+# of the Python object's address. reticulate passes the object to Python unchanged.
+as_dp_optimizer <- function(opt) {
+  class(opt) <- unique(c("optensorflow_dp_optimizer", class(opt)))
+  opt
+}
+
+dp_optimizer_config <- function(x) {
+  config <- py_call(py_method(x, "get_config"))
+  state <- config$global_state
+  clip <- as.numeric(state$l2_norm_clip)
+  base <- sub("^.*\\.", "", setdiff(class(x), "optensorflow_dp_optimizer")[2]) # e.g. "Adam", "SGD"
+  lr <- config$learning_rate
+  list(
+    class = paste0("DPKeras", base, "Optimizer"),
+    l2_norm_clip = clip,
+    noise_multiplier = as.numeric(state$stddev) / clip,
+    num_microbatches = if (is.null(config$num_microbatches)) NULL else as.integer(config$num_microbatches),
+    learning_rate = if (is.numeric(lr)) lr else if (is.list(lr) && !is.null(lr$class_name)) lr$class_name else "a schedule"
+  )
+}
+
+#' @export
+format.optensorflow_dp_optimizer <- function(x, ...) {
+  cfg <- tryCatch(dp_optimizer_config(x), error = function(e) NULL)
+  if (is.null(cfg)) return(reticulate::py_repr(x))
+  num <- function(v) format(v, digits = 6)
+  c(
+    sprintf("<%s> TF Privacy's DP optimizer (Keras 2)", cfg$class),
+    sprintf("  l2_norm_clip:     %s", num(cfg$l2_norm_clip)),
+    sprintf("  noise_multiplier: %s", num(cfg$noise_multiplier)),
+    sprintf("  num_microbatches: %s", if (is.null(cfg$num_microbatches)) "NULL (one per example)" else cfg$num_microbatches),
+    sprintf("  learning_rate:    %s", if (is.numeric(cfg$learning_rate)) num(cfg$learning_rate) else cfg$learning_rate)
+  )
+}
+
+#' @export
+print.optensorflow_dp_optimizer <- function(x, ...) {
+  cat(format(x, ...), sep = "\n")
+  invisible(x)
 }
 
 # TF Privacy's optimizers are Keras 2 optimizers: refused on Keras 3, in R's terms.

@@ -13,11 +13,11 @@ py_call <- function(fun, ..., .convert = TRUE) {
   bridge <- reticulate::import("op_tensorflow._rbridge", convert = FALSE)
   res <- bridge$call(fun, unname(dots[!named]), dots[named])
   ok <- reticulate::py_to_r(res$get("ok"))
-  for (w in reticulate::py_to_r(res$get("warnings"))) warning(w, call. = FALSE)
+  for (w in reticulate::py_to_r(res$get("warnings"))) warning(r_phrased(w), call. = FALSE)
   if (!ok) {
     stop(py_condition(
       reticulate::py_to_r(res$get("error_class")),
-      reticulate::py_to_r(res$get("message")),
+      r_phrased(reticulate::py_to_r(res$get("message"))),
       sys.call(sys.parent()) # the R function that called py_call, also through do.call()
     ))
   }
@@ -44,7 +44,77 @@ rethrow_py_error <- function(e, call = NULL) {
   msg <- conditionMessage(e)
   m <- regmatches(msg, regexec("^([A-Za-z_][A-Za-z0-9_.]*\\.)?([A-Za-z_][A-Za-z0-9_]*(Error|Exception)): ", msg))[[1]]
   if (length(m) == 0) stop(e)
-  stop(py_condition(m[3], trimws(substring(msg, nchar(m[1]) + 1)), call))
+  stop(py_condition(m[3], r_phrased(trimws(substring(msg, nchar(m[1]) + 1))), call))
+}
+
+# -- Python messages in R spelling ----------------------------------------------------------------
+# op_tensorflow's messages name the Python API (`PrivateKerasModel(..., fix=True)`,
+# `metrics=['accuracy']`, "(x, y) tuple"); R users are shown the R spelling. The Python messages
+# stay as they are: py_call() and rethrow_py_error() rewrite every error and warning message they
+# relay with r_phrased(): first the exact phrases of r_phrases (Python API -> R API), then a few
+# regular expressions for Python's argument syntax (`name=value` -> `name = value`, True/False/None,
+# 'strings' and [lists] as R values).
+
+# Exact rewrites, applied in order (longer phrases before the shorter ones they contain).
+r_phrases <- c(
+  "`op_tensorflow.fix_model(model)` or `PrivateKerasModel(..., fix=True)`" =
+    "`fix_model(model)` or `private_keras_model(..., fix = TRUE)`",
+  "`fix_model(model, norm='layer')`" = "`fix_model(model, norm = \"layer\")`",
+  "PrivateDataLoader(feature_df=X, label_df=y, batch_size=...)" = "private_data_loader(X, y, batch_size = ...)",
+  "PrivateDataLoader(..., feature_shape=...)" = "private_data_loader(..., feature_shape = ...)",
+  "op_tensorflow.PrivateKerasModel(model, l2_norm_clip=..., noise_multiplier=...)" =
+    "private_keras_model(model, l2_norm_clip = ..., noise_multiplier = ...)",
+  "PrivateKerasModel(model, l2_norm_clip=..., noise_multiplier=...)" =
+    "private_keras_model(model, l2_norm_clip = ..., noise_multiplier = ...)",
+  "with a standard optimizer such as tf.keras.optimizers.Adam" =
+    "with a standard optimizer such as optimizer = \"adam\"",
+  "; or set TF_USE_LEGACY_KERAS=1 before importing tensorflow to use Keras 2 (tf_keras)" =
+    "; or restart R and set options(optensorflow.keras = \"tf_keras\") before library(optensorflow) to use Keras 2",
+  "op_tensorflow.fix_model(model)" = "fix_model(model)",
+  "PrivateKerasModel(..., " = "private_keras_model(..., ",
+  "PrivateDataLoader(..., " = "private_data_loader(..., ",
+  "PrivateDataFrame(df, metadata=..., budget=...)" = "private_data_frame(df, metadata = ..., epsilon = ..., delta = ...)",
+  "PrivateDataFrame(df, budget=...)" = "private_data_frame(df, epsilon = ..., delta = ...)",
+  "loss='mse' or tf.keras.losses.BinaryCrossentropy()" = "loss = \"mse\" or loss = \"binary_crossentropy\"",
+  "(count, sum, mean, describe with eps=...)" = "(dp_count(), dp_sum(), dp_mean(), dp_describe() with eps = ...)",
+  "(e.g. (pdf['x'] > 0).sum(eps=...))" = "(e.g. dp_sum(pdf$x > 0, eps = ...))",
+  "a public (x, y) tuple of arrays" = "a list(x, y) of public data",
+  "(x, y) tuple" = "list(x, y)",
+  "(x, y) pair" = "list(x, y)",
+  "``(x, y)``" = "list(x, y)",
+  "x must be a PrivateDataLoader" = "x must be a private data loader (private_data_loader())",
+  "must be a tuple of positive integers" = "must be a vector of positive whole numbers, e.g. c(12, 6)",
+  "tf.keras.callbacks." = "",
+  "dp_model.compile(" = "compile(dp_model, ",
+  "model.compile(" = "compile(model, ",
+  "call compile(" = "call compile(dp, "
+)
+
+r_phrased <- function(msg) {
+  if (!is.character(msg) || length(msg) != 1 || is.na(msg)) return(msg)
+  for (i in seq_along(r_phrases)) msg <- gsub(names(r_phrases)[i], r_phrases[[i]], msg, fixed = TRUE)
+  sub_all <- function(pattern, replacement, x) gsub(pattern, replacement, x, perl = TRUE)
+  # keyword arguments: `name=value` -> `name = value` (not ==, <=, >=, !=)
+  msg <- sub_all("(?<![=!<>\\w.])([a-z_][a-z0-9_]*)=(?!=)", "\\1 = ", msg)
+  # Python values after `=` and after "be"/"or": True/False/None -> TRUE/FALSE/NULL
+  msg <- sub_all("(= |\\bbe |\\bor |, )True\\b", "\\1TRUE", msg)
+  msg <- sub_all("(= |\\bbe |\\bor |, )False\\b", "\\1FALSE", msg)
+  msg <- sub_all("(= |\\bbe |\\bor |, |\\(|`)None\\b", "\\1NULL", msg)
+  # one-element lists of strings: `= ['accuracy']` -> `= "accuracy"`; longer ones -> c("a", "b")
+  msg <- sub_all("= \\[\\s*'([^'\\]]*)'\\s*\\]", "= \"\\1\"", msg)
+  msg <- sub_all("= \\[((?:\\s*'[^'\\]]*'\\s*,)+\\s*'[^'\\]]*'\\s*)\\]", "= c(\\1)", msg)
+  msg <- sub_all("= \\[\\.\\.\\.\\]", "= c(...)", msg)
+  # single-quoted strings as argument values: `= 'mse'` -> `= "mse"` (also inside c(...))
+  while (grepl("(= |c\\((?:\"[^\"]*\", )*)'([^'\\s]*)'", msg, perl = TRUE)) {
+    msg <- sub_all("(= |c\\((?:\"[^\"]*\", )*)'([^'\\s]*)'", "\\1\"\\2\"", msg)
+  }
+  # shapes: "shape (12, 6)" / "feature_shape (73,)" -> c(12, 6) / c(73)
+  msg <- sub_all("(shape |input |labels |got )\\((\\d+(?:, \\d+)*),?\\)", "\\1c(\\2)", msg)
+  # Python type names in "got <type>": the R types they come from
+  types <- c(str = "a character string", dict = "a named list", NoneType = "NULL", float = "a number",
+             int = "a whole number", bool = "a logical")
+  for (t in names(types)) msg <- sub_all(paste0("\\bgot ", t, "\\b(?![(\\w]|\\.\\w)"), paste("got", types[[t]]), msg)
+  msg
 }
 
 # Whole numbers from R arrive as doubles; pass them as integers so that printed values and

@@ -32,6 +32,7 @@ op <- NULL
 
 .onLoad <- function(libname, pkgname) {
   keras_mode_on_load()           # TF_USE_LEGACY_KERAS, before reticulate starts Python
+  tf_log_level_on_load()         # TF_CPP_MIN_LOG_LEVEL = 1 unless set (see import_tensorflow_quietly())
   declare_requirements_on_load() # reticulate >= 1.41: py_require() for the ephemeral environment
   op <<- reticulate::import("op_tensorflow", delay_load = TRUE)
 }

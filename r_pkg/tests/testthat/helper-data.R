@@ -11,8 +11,5 @@ make_pdf <- function(n = 300, epsilon = 10, delta = 1e-5, ...) {
                      epsilon = epsilon, delta = delta, ...)
 }
 
-# The epsilon spent on x's ledger, without printing the report.
-spent <- function(x) {
-  utils::capture.output(report <- privacy_budget(x))
-  report$spent
-}
+# The epsilon spent on x's ledger.
+spent <- function(x) privacy_budget(x)$spent

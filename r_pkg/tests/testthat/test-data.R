@@ -19,7 +19,7 @@ test_that("private_data_frame wraps an R data.frame and shows the schema only", 
 test_that("delta defaults to 1/(10 n) for an unlimited budget and is required for a finite one", {
   skip_if_no_op_tensorflow()
   df <- make_df(50)
-  budget <- capture.output(report <- privacy_budget(private_data_frame(df)))
+  report <- privacy_budget(private_data_frame(df))
   expect_equal(report$delta, 1 / 500)
   expect_identical(report$epsilon, Inf)
   expect_identical(report$accountant, "rdp")
@@ -114,11 +114,16 @@ test_that("DP aggregates return R numbers and are charged to the budget", {
   expect_error(dp_count(data.frame(a = 1), eps = 1), "private data frame or series", class = "TypeError")
 })
 
-test_that("privacy_budget prints the ledger and returns the report invisibly", {
+test_that("privacy_budget returns a classed report without printing, and prints it on request", {
   skip_if_no_op_tensorflow()
   pdf <- make_pdf(100, epsilon = 2, delta = 1e-5)
   dp_count(pdf, eps = 0.5)
-  out <- capture.output(report <- privacy_budget(pdf))
+  expect_silent(report <- privacy_budget(pdf))
+  expect_s3_class(report, "optensorflow_privacy_budget")
+  capture.output(expect_visible(privacy_budget(pdf)))
+  out <- capture.output(print(report))
+  expect_identical(out, format(report))
+  expect_identical(capture.output(report), out) # auto-printing
   expect_match(out[1], "Privacy budget (rdp accountant, delta = 1e-05)", fixed = TRUE)
   expect_true(any(grepl("^  epsilon: +2$", out)))
   expect_true(any(grepl("^  spent: ", out)))
@@ -127,11 +132,13 @@ test_that("privacy_budget prints the ledger and returns the report invisibly", {
   expect_equal(report$epsilon, 2)
   expect_equal(report$spent + report$remaining, 2)
   expect_identical(report$n_entries, 1L)
-  capture.output(expect_invisible(privacy_budget(pdf)))
+  expect_identical(report$n_reserved, 0L)
+  expect_identical(report$accountant, "rdp")
+  capture.output(expect_invisible(print(report)))
   # a PrivacyBudget object works too, and prints itself without data
   budget <- pdf$budget
   expect_s3_class(budget, "op_tensorflow.budget.PrivacyBudget")
-  capture.output(expect_equal(privacy_budget(budget)$spent, report$spent))
+  expect_equal(privacy_budget(budget)$spent, report$spent)
   expect_match(capture.output(print(budget)), "PrivacyBudget(epsilon=2, delta=1e-05, spent=", fixed = TRUE)
   expect_error(privacy_budget(42), "PrivacyBudget or a ledger path", class = "TypeError")
 })
@@ -147,7 +154,7 @@ test_that("a ledger file persists the budget across frames", {
   b <- private_data_frame(df, metadata = list(x1 = c(0, 1)), epsilon = 1, delta = 1e-5, path = path)
   expect_equal(spent(b), spent(a))
   expect_gt(spent(b), 0)
-  capture.output(report <- privacy_budget(path))
+  report <- privacy_budget(path)
   expect_equal(report$spent, spent(a))
   expect_error(private_data_frame(df, epsilon = 2, delta = 1e-5, path = path), class = "ValueError")
 })

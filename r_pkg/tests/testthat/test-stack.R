@@ -175,3 +175,49 @@ test_that("install_optensorflow checks its arguments before installing anything"
     expect_error(install_optensorflow(method = "py_require"), "needs reticulate >= 1.41")
   }
 })
+
+test_that("TensorFlow's start-up noise stays out of a fresh R session's stderr; other lines pass", {
+  skip_if_no_op_tensorflow()
+  script <- tempfile(fileext = ".R")
+  err <- tempfile(fileext = ".txt")
+  on.exit(unlink(c(script, err)))
+  writeLines(c(
+    sprintf(".libPaths(%s)", deparse(.libPaths(), width.cutoff = 500L)),
+    "library(optensorflow)",
+    "s <- optensorflow_stack()",
+    "k <- keras_module()",
+    "net <- k$Sequential(list(k$Input(shape = list(2L)), k$layers$Dense(1L)))",
+    "invisible(net$predict(matrix(0, 1, 2), verbose = 0L))",
+    "cat('TF_CPP_MIN_LOG_LEVEL', Sys.getenv('TF_CPP_MIN_LOG_LEVEL'), '\\n')",
+    "cat('a real error line\\n', file = stderr())"
+  ), script)
+  # as a user has it: TF_CPP_MIN_LOG_LEVEL not set
+  out <- suppressWarnings(system2(file.path(R.home("bin"), "Rscript"), shQuote(script), stdout = TRUE,
+                                  stderr = err, env = "TF_CPP_MIN_LOG_LEVEL="))
+  lines <- readLines(err)
+  noise <- c("Unable to register", "oneDNN custom operations", "This TensorFlow binary is optimized",
+             "Could not find cuda drivers", "absl::InitializeLog", "To enable the following instructions",
+             "failed call to cuInit", "Could not find TensorRT")
+  for (n in noise) expect_false(any(grepl(n, lines, fixed = TRUE)), label = paste("stderr has", n))
+  expect_true("a real error line" %in% lines)
+  expect_true("TF_CPP_MIN_LOG_LEVEL 1 " %in% out) # set because the user had not set it
+})
+
+test_that("the start-up filter drops only the known TensorFlow lines", {
+  skip_if_no_op_tensorflow()
+  filter <- tf_startup_filter()[["filter_tf_startup"]]
+  text <- paste0(c(
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1.2 31840 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results.",
+    "I0000 00:00:1.2 31840 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.",
+    "2026-12-01 13:05:20.492009: E external/local_xla/xla/stream_executor/cuda/cuda_dnn.cc:9261] Unable to register cuDNN factory: Attempting to register factory for plugin cuDNN when one has already been registered",
+    "E0000 00:00:1.3 32040 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+    "E0000 00:00:1.3 32040 some_op.cc:1] a real error",
+    "Traceback (most recent call last):"
+  ), "\n", collapse = "")
+  kept <- reticulate::py_to_r(filter(text, as.list(tf_startup_noise), tf_no_driver_noise))
+  expect_identical(kept, "E0000 00:00:1.3 32040 some_op.cc:1] a real error\nTraceback (most recent call last):\n")
+  # without the no-driver line, a cuInit failure is a real error and shown
+  cuinit <- "E0000 00:00:1.3 32040 cuda_platform.cc:52] failed call to cuInit: CUDA_ERROR_NO_DEVICE\n"
+  expect_identical(reticulate::py_to_r(filter(cuinit, as.list(tf_startup_noise), tf_no_driver_noise)), cuinit)
+})
