@@ -237,3 +237,71 @@ def test_pld_reports_the_rdp_bound_where_its_own_computation_explodes():
     rdp_bound = ot.get_privacy_budget(1000, 10, 2, 0.05, 1e-5, verbose=False)
     assert rdp_bound > accounting.PLD_MAX_EPSILON
     assert ot.get_privacy_budget(1000, 10, 2, 0.05, 1e-5, accountant="pld", verbose=False) == rdp_bound
+
+
+# -- group privacy ---------------------------------------------------------------------------
+GROUP_RUN = dict(sample_size=3989, batch_size=32, num_epochs=10, noise_multiplier=2.0, target_delta=1e-6)
+
+
+def test_group_size_one_is_the_per_example_epsilon(capsys):
+    plain = ot.get_privacy_budget(**GROUP_RUN, verbose=True)
+    plain_out = capsys.readouterr().out
+    one = ot.get_privacy_budget(**GROUP_RUN, group_size=1, verbose=True)
+    assert one == plain == pytest.approx(reference_rdp_eps(3989, 32, 10, 2.0, 1e-6), rel=1e-12)
+    assert capsys.readouterr().out == plain_out and "GROUP_SIZE" not in plain_out
+    assert accounting.training_epsilon_and_delta(*GROUP_RUN.values(), group_size=1) == (one, 1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 5, 12])
+def test_group_epsilon_is_k_times_dp_accountings_epsilon_at_the_solved_delta(k):
+    """(eps, delta')-DP per example => (k eps, k e^{(k-1) eps} delta')-DP for k examples (Dwork & Roth 2014, 2.3)."""
+    eps, example_delta = accounting.training_epsilon_and_delta(*GROUP_RUN.values(), group_size=k)
+    steps = math.ceil(10 * 3989 / 32)
+    per_example = rdp.RdpAccountant().compose(reference_event(32 / 3989, 2.0, steps)).get_epsilon(example_delta)
+    assert eps == pytest.approx(k * per_example, rel=1e-12)
+    group_delta = k * math.exp((k - 1) * per_example) * example_delta
+    assert group_delta <= 1e-6 * (1 + 1e-12)  # the guarantee holds at the target delta ...
+    assert group_delta >= 1e-6 * 0.999  # ... and delta' is not needlessly small
+    assert eps >= k * ot.get_privacy_budget(**GROUP_RUN, verbose=False)  # delta' < target: never below k eps
+
+
+def test_group_epsilon_grows_with_the_group():
+    values = [ot.get_privacy_budget(**GROUP_RUN, group_size=k, verbose=False) for k in range(1, 9)]
+    assert all(a < b for a, b in zip(values, values[1:], strict=False)), values
+
+
+def test_group_epsilon_with_pld_is_a_valid_bound_no_larger_than_rdps():
+    pld_eps, example_delta = accounting.training_epsilon_and_delta(*GROUP_RUN.values(), accountant="pld", group_size=4)
+    rdp_eps = ot.get_privacy_budget(**GROUP_RUN, group_size=4, verbose=False)
+    assert pld_eps <= rdp_eps + 1e-9
+    assert 4 * math.exp(3 * pld_eps / 4) * example_delta <= 1e-6 * (1 + 1e-12)
+
+
+def test_verbose_output_says_what_a_group_protects(capsys):
+    ot.get_privacy_budget(**GROUP_RUN, group_size=12, verbose=True)
+    out = capsys.readouterr().out
+    assert "GROUP_SIZE = 12: protects any 12 examples together" in out
+    assert "Dwork & Roth" in out and out.startswith("=> EPSILON_REQUIRED = ")
+
+
+def test_a_group_beyond_the_lemmas_reach_is_refused_clearly():
+    with pytest.raises(ValueError, match="no per-example delta makes the group guarantee reach target_delta"):
+        ot.get_privacy_budget(3989, 32, 10, 1.1, 1e-6, group_size=12, verbose=False)
+
+
+@pytest.mark.parametrize(
+    "group_size,error",
+    [
+        (0, ValueError),
+        (-2, ValueError),
+        (1.5, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (4000, ValueError),
+        ("2", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_bad_group_sizes_are_refused_naming_the_argument(group_size, error):
+    with pytest.raises(error, match="group_size"):
+        ot.get_privacy_budget(**GROUP_RUN, group_size=group_size, verbose=False)

@@ -21,7 +21,7 @@ import dp_accounting
 import numpy as np
 from dp_accounting import pld, rdp
 
-from op_tensorflow import _checks
+from op_tensorflow import _checks, group_privacy
 
 ACCOUNTANTS = ("rdp", "pld")
 
@@ -210,6 +210,45 @@ def _validate_training(sample_size, batch_size, num_epochs, noise_multiplier, ta
     return sample_size, batch_size, num_epochs, noise_multiplier, target_delta
 
 
+def epsilon_curve(event: dp_accounting.DpEvent, accountant: str, delta_hint: float):
+    """``delta -> epsilon`` of ``event``, composing it once (PLD at the discretization converged at ``delta_hint``;
+    the smaller of the PLD and RDP bounds, both valid)."""
+    rdp_at = make_accountant("rdp").compose(event).get_epsilon
+    if accountant == "rdp":
+        return rdp_at
+    try:
+        with np.errstate(all="ignore"):
+            interval = pld_epsilon(event, delta_hint)[1]
+            pld_at = make_accountant("pld", value_discretization_interval=interval).compose(event).get_epsilon
+    except (ArithmeticError, ValueError, MemoryError):
+        return rdp_at
+
+    def epsilon_at(delta: float) -> float:
+        try:
+            with np.errstate(all="ignore"):
+                return min(rdp_at(delta), pld_at(delta))
+        except (ArithmeticError, ValueError):
+            return rdp_at(delta)
+
+    return epsilon_at
+
+
+def training_epsilon_and_delta(
+    sample_size, batch_size, num_epochs, noise_multiplier, target_delta=1e-5, *, accountant="rdp", group_size=1
+) -> tuple[float, float]:
+    """``(epsilon, per-example delta)`` of a planned run for groups of ``group_size`` (see ``group_privacy``)."""
+    n, b, e, sigma, delta = _validate_training(sample_size, batch_size, num_epochs, noise_multiplier, target_delta)
+    _checks.one_of("accountant", accountant, ACCOUNTANTS)
+    k = group_privacy.check_group_size(group_size, n)
+    event = dp_sgd_event(b / n, sigma, steps_for(n, b, e))
+    if k == 1:
+        return epsilon_for_event(event, delta, accountant), delta
+    check_noise_range(event)
+    with _numerical_range(repr(event)):
+        curve = epsilon_curve(event, accountant, delta / k)
+    return group_privacy.group_epsilon(curve, k, delta)
+
+
 def training_epsilon(
     sample_size: int,
     batch_size: int,
@@ -218,12 +257,18 @@ def training_epsilon(
     target_delta: float = 1e-5,
     *,
     accountant: str = "rdp",
+    group_size: int = 1,
 ) -> float:
     """Epsilon of a planned DP-SGD run, without printing (see ``get_privacy_budget``)."""
-    n, b, e, sigma, delta = _validate_training(sample_size, batch_size, num_epochs, noise_multiplier, target_delta)
-    _checks.one_of("accountant", accountant, ACCOUNTANTS)
-    event = dp_sgd_event(b / n, sigma, steps_for(n, b, e))
-    return epsilon_for_event(event, delta, accountant)
+    return training_epsilon_and_delta(
+        sample_size,
+        batch_size,
+        num_epochs,
+        noise_multiplier,
+        target_delta,
+        accountant=accountant,
+        group_size=group_size,
+    )[0]
 
 
 def get_privacy_budget(
@@ -235,6 +280,7 @@ def get_privacy_budget(
     *,
     accountant: str = "rdp",
     verbose: bool = True,
+    group_size: int = 1,
 ) -> float:
     """Estimates the epsilon a DP-SGD training run will spend, before running it.
 
@@ -247,9 +293,15 @@ def get_privacy_budget(
         accountant: ``"rdp"`` (Renyi DP, TF Privacy's default) or ``"pld"`` (privacy loss
             distributions: tighter, slower).
         verbose: Print the estimate and the parameters it used.
+        group_size: Protect any ``group_size`` examples together (default 1: one example), e.g.
+            the window length when each observation appears in up to that many sliding-window
+            examples. The (epsilon, delta)-DP group-privacy lemma (Dwork & Roth 2014, Sec. 2.3)
+            turns dp_accounting's per-example (eps, delta') into
+            ``(k eps, k exp((k-1) eps) delta')``, with ``delta'`` chosen so that the group delta
+            is ``target_delta`` (see :mod:`op_tensorflow.group_privacy`).
 
     Returns:
-        The epsilon the run will spend at ``target_delta``.
+        The epsilon the run will spend at ``target_delta`` (for groups of ``group_size``).
 
     Raises:
         ValueError: An argument is out of range; the message names it.
@@ -258,27 +310,46 @@ def get_privacy_budget(
         verbose = bool(verbose)
     if not isinstance(verbose, bool | int):
         raise TypeError(f"verbose must be True or False, got {type(verbose).__name__}.")
-    epsilon = training_epsilon(
-        sample_size, batch_size, num_epochs, noise_multiplier, target_delta, accountant=accountant
+    epsilon, example_delta = training_epsilon_and_delta(
+        sample_size,
+        batch_size,
+        num_epochs,
+        noise_multiplier,
+        target_delta,
+        accountant=accountant,
+        group_size=group_size,
     )
     if verbose:
-        print(budget_statement(epsilon, sample_size, batch_size, num_epochs, noise_multiplier, target_delta))
+        print(
+            budget_statement(
+                epsilon, sample_size, batch_size, num_epochs, noise_multiplier, target_delta, group_size, example_delta
+            )
+        )
     return epsilon
 
 
-def budget_statement(epsilon, sample_size, batch_size, num_epochs, noise_multiplier, target_delta) -> str:
+def budget_statement(
+    epsilon, sample_size, batch_size, num_epochs, noise_multiplier, target_delta, group_size=1, example_delta=None
+) -> str:
     """The text ``get_privacy_budget`` prints (also used by the R package)."""
 
     def show(x):  # R passes whole numbers as doubles: print 20, not 20.0
         return int(x) if float(x).is_integer() else float(x)
 
-    return (
+    text = (
         f"=> EPSILON_REQUIRED = {float(epsilon)!r} using TARGET_DELTA = {float(target_delta)!r}\n"
         "Training parameters used :-\n"
         f"SAMPLE_SIZE = {show(sample_size)}\n"
         f"BATCH_SIZE = {show(batch_size)}\n"
         f"NUM_EPOCHS = {show(num_epochs)}\n"
         f"NOISE_MULTIPLIER = {show(noise_multiplier)}"
+    )
+    if show(group_size) == 1:
+        return text
+    return text + (
+        f"\nGROUP_SIZE = {show(group_size)}: protects any {show(group_size)} examples together (e.g. all the "
+        f"windows holding one observation), by group privacy from the per-example guarantee at "
+        f"delta = {float(example_delta):.3g} (Dwork & Roth 2014, Sec. 2.3)"
     )
 
 
