@@ -113,8 +113,41 @@ def world(tmp_path_factory):
         "predictions on private data": dp_model.predict(X_test, label_columns=["p"]),
         "predictions of the fitted split": predictions,
     }
+    # private arrays (sequences) with the secret inside, and a frame wide enough for the multi-line repr
+    features, labels = ot.private_arrays(
+        *make_arrays(), feature_bounds=(0, 10), label_bounds=(0, 1), budget=ot.PrivacyBudget(1000.0, 1e-6)
+    )
+    a_train, a_test, b_train, b_test = ot.train_test_split(features, labels, test_size=0.25, random_state=2)
+    wide = make_df()
+    for j in range(30):
+        wide[f"w{j}"] = wide["x"]
+    objects.update(
+        {
+            "array features": features,
+            "array labels": labels,
+            "array train part": a_train,
+            "array test labels": b_test,
+            "wide frame": ot.PrivateDataFrame(wide, metadata={"x": (0, 10)}, budget=ot.PrivacyBudget(1000.0, 1e-6)),
+        }
+    )
     loader = ot.PrivateDataLoader(X_train, y_train, batch_size=10, seed=0)
-    return {"tmp": tmp, "pdf": pdf, "objects": objects, "loader": loader, "dp_model": dp_model}
+    array_loader = ot.PrivateDataLoader(a_train, b_train, batch_size=10, seed=0)
+    return {
+        "tmp": tmp,
+        "pdf": pdf,
+        "objects": objects,
+        "loader": loader,
+        "array_loader": array_loader,
+        "dp_model": dp_model,
+    }
+
+
+def make_arrays(n=120):
+    """Sequences (n, 4, 3) and labels with the secret in one feature slot of example 3."""
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 10, (n, 4, 3)), rng.integers(0, 2, n).astype(float)
+    x[3, 1, 2] = SECRET
+    return x, y
 
 
 # (name, attempt, outcome for private data, outcome for PrivateDataLoader). One row per path.
@@ -274,12 +307,26 @@ def test_private_data_does_not_leak(world, name, attempt, outcome, _):
 @pytest.mark.parametrize("name,attempt,_,outcome", PATHS, ids=[p[0] for p in PATHS])
 def test_loader_does_not_leak(world, name, attempt, _, outcome):
     check_path(world["loader"], attempt, outcome)
+    check_path(world["array_loader"], attempt, outcome)  # from private_arrays: a multi-line repr
+
+
+def test_compact_reprs_show_only_schema_metadata_and_budget(world):
+    """The multi-line reprs of wide frames, private arrays and their loader: no value, at most 20 lines."""
+    objects = world["objects"]
+    for kind in ("wide frame", "array features", "array train part"):
+        text = repr(objects[kind])
+        assert "\n" in text and len(text.splitlines()) <= 20, f"{kind}: {text}"
+        assert not contains_secret(text) and not contains_secret(str(objects[kind]))
+    assert "per-example shape: (4, 3)" in repr(objects["array features"])
+    assert "... and 25 more columns" in repr(objects["wide frame"])
+    loader_text = repr(world["array_loader"])
+    assert "input_shape=(4, 3)" in loader_text and not contains_secret(loader_text)
 
 
 def test_every_public_attribute_is_data_free(world):
     """A sweep over ``dir()``: every public attribute, and every public method callable without
     arguments, is refused or gives an answer without the secret (new attributes are covered too)."""
-    targets = {**world["objects"], "loader": world["loader"]}
+    targets = {**world["objects"], "loader": world["loader"], "array loader": world["array_loader"]}
     for kind, obj in targets.items():
         for name in dir(obj):
             if name.startswith("_"):
