@@ -24,7 +24,19 @@ TF_PRIMARY := tensorflow==2.21.0 tf-keras==2.21.0 "numpy<2"
 TF_215 := tensorflow==2.15.1 dp-accounting==0.4.3 "numpy<2"
 TF_PRIVACY := tensorflow-privacy==0.9.0 tensorflow-empirical-privacy==0.1.0
 QUICK_TESTS := tests/test_accounting.py tests/test_frame.py tests/test_model.py tests/test_zoo.py
-APT_PACKAGES := r-base-core r-cran-reticulate r-cran-testthat r-cran-knitr r-cran-rmarkdown pandoc
+# r-cran-generics: the compile()/fit() generics; ggplot2: plot(history). The R keras clients' install.sh
+# needs its DEBIAN_DEPS and, beyond them, r-cran-tidyselect and r-cran-backports.
+R_CLIENT_DEPS := r-cran-r6 r-cran-magrittr r-cran-zeallot r-cran-glue r-cran-rlang r-cran-fastmap r-cran-whisker \
+	r-cran-jsonlite r-cran-yaml r-cran-processx r-cran-png r-cran-cli r-cran-tibble r-cran-rappdirs r-cran-rcpp \
+	r-cran-here r-cran-withr r-cran-rstudioapi r-cran-lifecycle r-cran-base64enc r-cran-digest r-cran-tidyselect \
+	r-cran-backports
+APT_PACKAGES := r-base-core r-cran-reticulate r-cran-testthat r-cran-knitr r-cran-rmarkdown pandoc r-cran-generics \
+	r-cran-ggplot2 $(R_CLIENT_DEPS)
+# The real R keras clients (source tarballs and install.sh) next to the repository; each is installed
+# into its private library .r-clients/<client> (R keras needs reticulate >= 1.31, Debian has 1.28).
+SHARED ?= ../shared
+R_CLIENTS_SRC := $(SHARED)/r-clients
+R_CLIENTS := keras keras3
 R_SOURCES := $(shell find r_pkg -type f -not -name '*.o' -not -name '*.so' 2>/dev/null)
 
 export RETICULATE_PYTHON := $(CURDIR)/$(VENV)/bin/python
@@ -33,22 +45,24 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test setup r-deps python-deps r-package lint test-python test-python-tf-keras test-tf215 \
-	test-py312 test-r test-r-tf-keras check-r vignettes vignettes-tf-keras bench bench-tf-keras clean
+	test-py312 test-r test-r-tf-keras check-r vignettes vignettes-tf-keras bench bench-tf-keras clean \
+	r-clients test-r-clients
 
 demo: setup
 	$(PY) -m op_tensorflow.demo
 
 # The other stacks run side by side (their venvs install while the tf_keras suite runs), each job's
 # output kept together; CI has 2 cores and 35 minutes for all of it.
-test: setup lint check-r test-r-tf-keras vignettes vignettes-tf-keras test-python
+test: setup lint check-r test-r-tf-keras test-r-clients vignettes vignettes-tf-keras test-python
 	$(MAKE) --no-print-directory -j3 --output-sync=target test-python-tf-keras test-tf215 test-py312
 
 setup: r-deps python-deps r-package
 
 # Debian's R and its packages (CRAN is not reachable; Debian has no R keras/tensorflow).
 r-deps: $(VENV)/.r-deps
-$(VENV)/.r-deps:
-	@if Rscript -e 'for (p in c("reticulate","testthat","knitr","rmarkdown")) suppressMessages(library(p, character.only = TRUE))' >/dev/null 2>&1 && command -v pandoc >/dev/null; then \
+$(VENV)/.r-deps: Makefile
+	@if Rscript -e 'for (p in c("reticulate","testthat","knitr","rmarkdown","generics","ggplot2")) suppressMessages(library(p, character.only = TRUE))' >/dev/null 2>&1 && command -v pandoc >/dev/null \
+	  && [ -z "$$(for d in $(R_CLIENT_DEPS); do dpkg -s $$d >/dev/null 2>&1 || echo $$d; done)" ]; then \
 	  echo "R packages present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
@@ -134,6 +148,24 @@ vignettes-tf-keras: setup
 	  OPTENSORFLOW_KERAS=tf_keras Rscript -e "rmarkdown::render('vignettes/$$v.Rmd', output_dir = '.vignettes-tf-keras', intermediates_dir = '.vignettes-tf-keras', quiet = TRUE)" || exit 1; \
 	  echo ".vignettes-tf-keras/$$v.html (tf_keras): knitted in $$(( $$(date +%s) - start )) s"; \
 	done
+
+# The real R keras clients, each in its private library .r-clients/<client> (install.sh is idempotent:
+# a stamp per client). Skipped with a message where $(R_CLIENTS_SRC) is absent (e.g. a user's clone).
+r-clients: r-deps
+	@if [ ! -f $(R_CLIENTS_SRC)/install.sh ]; then \
+	  echo "$(R_CLIENTS_SRC)/install.sh not found: the R keras clients are not installed (their tests skip)"; \
+	else \
+	  for c in $(R_CLIENTS); do \
+	    bash $(R_CLIENTS_SRC)/install.sh $$c $(CURDIR)/.r-clients/$$c || exit 1; \
+	  done; \
+	fi
+
+# The R verbs, history and keras objects with the real clients: R keras 2.15 on Keras 2 (tf_keras),
+# keras3 on Keras 3, each with its private library first (the base R tests stay on Debian's reticulate).
+# A client not installed is skipped with a message by run.R.
+test-r-clients: setup r-clients
+	OPTENSORFLOW_KERAS=tf_keras R_LIBS=$(CURDIR)/.r-clients/keras Rscript tests/r_clients/run.R keras
+	OPTENSORFLOW_KERAS=keras3 R_LIBS=$(CURDIR)/.r-clients/keras3 Rscript tests/r_clients/run.R keras3
 
 test-python: setup
 	$(PY) -m pytest -q

@@ -45,7 +45,7 @@ main <- function() {
   history <- dp_fit(model, private_data_loader(pdf[c("x1", "x2")], pdf$y, batch_size = 20, seed = 1),
                     epochs = 1, target_delta = 1e-4)
   expected <- get_privacy_budget(200, 20, 1, 1.1, 1e-4, verbose = FALSE)
-  check(nrow(history) == 1 && abs(history$epsilon - expected) < 1e-9,
+  check(length(history$metrics$epsilon) == 1 && abs(history$metrics$epsilon - expected) < 1e-9,
         sprintf("a private model trained 1 epoch, epsilon %.4f", history$epsilon))
   pred <- dp_predict(model, as.matrix(df[1:5, c("x1", "x2")]))
   check(is.matrix(pred) && all(pred >= 0 & pred <= 1), "dp_predict() on public rows")

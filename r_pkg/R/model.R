@@ -67,22 +67,37 @@ private_keras_model <- function(model, l2_norm_clip = 1, noise_multiplier = 1.1,
 
 #' Configure a private model for training
 #'
-#' Like Keras' `compile()`: any standard Keras optimizer and loss, given as objects or names.
-#' Do not give a DP optimizer nor set a loss reduction: the private model clips per example
-#' and adds the noise itself.
+#' Like Keras' `compile()` (and the [compile()] verb, which calls it): any standard Keras
+#' optimizer and loss, given as objects or names. Do not give a DP optimizer nor set a loss
+#' reduction: the private model clips per example and adds the noise itself.
+#'
+#' Optimizers, losses and metrics are accepted in the forms R keras users write them: names
+#' (`"adam"`, `"mse"`, `"mae"`), Keras objects (`optimizer_adam(learning_rate = 1e-3)`,
+#' `metric_mean_absolute_error()` of the keras or keras3 package, or objects built with
+#' [keras_module()]) and the R keras wrapper functions themselves (`metrics =
+#' metric_mean_absolute_error`, `loss = loss_binary_crossentropy`, `optimizer = optimizer_adam`),
+#' which are called without arguments to get their Keras object, as the keras packages do. A plain
+#' R function is refused with an error of class `TypeError`: the training graph runs in Python.
 #'
 #' @param model A private Keras model from [private_keras_model()].
 #' @param optimizer A Keras optimizer name (e.g. `"adam"`, `"sgd"`) or object
-#'   (e.g. `keras_module()$optimizers$SGD(learning_rate = 0.01)`).
+#'   (e.g. `optimizer_adam(learning_rate = 1e-3)` of the keras/keras3 package, or
+#'   `keras_module()$optimizers$SGD(learning_rate = 0.01)`).
 #' @param loss A Keras loss name (e.g. `"mse"`) or object.
-#' @param metrics Metric names (e.g. `"accuracy"`) or objects, or `NULL`.
+#' @param metrics Metric names (e.g. `"accuracy"`, `c("mae", "mse")`) or objects, or a list of
+#'   them, or `NULL`. They are computed on public `validation_data` in [dp_fit()] and on public
+#'   data in [dp_evaluate()].
 #' @param ... Further arguments for Keras' `compile()`.
 #' @return `model`, invisibly.
+#' @seealso [compile()]
 #' @export
 dp_compile <- function(model, optimizer = "adam", loss, metrics = NULL, ...) {
+  check_private_model(model)
+  optimizer <- as_keras_object(optimizer, "optimizer")
+  loss <- if (missing(loss)) NULL else as_keras_loss(loss)
+  metrics <- as_keras_list(metrics, "metrics")
   do.call(py_call, c(
-    list(py_method(model, "compile"), optimizer = optimizer, loss = if (missing(loss)) NULL else loss,
-         metrics = as_py_list(metrics)),
+    list(py_method(model, "compile"), optimizer = optimizer, loss = loss, metrics = metrics),
     as_py_args(...)
   ))
   invisible(model)
@@ -92,39 +107,68 @@ dp_compile <- function(model, optimizer = "adam", loss, metrics = NULL, ...) {
 #'
 #' Before the first step the epsilon of the whole run is computed (as [get_privacy_budget()]
 #' does) and reserved on the dataset's ledger: if it does not fit, a `BudgetExceededError` is
-#' raised and no weight changes. Training metrics are not reported, since they would be
-#' computed from private rows; give public `validation_data` for Keras metrics or use
-#' [dp_evaluate()] with `eps` for DP metrics on private data.
+#' raised and no weight changes. Everything that can be checked is checked before the
+#' reservation (the loss, the metrics on the validation data, shapes, callbacks), so a refused
+#' run spends no budget. Training metrics are not reported, since they would be computed from
+#' private rows; give public `validation_data` for Keras metrics or use [dp_evaluate()] with
+#' `eps` for DP metrics on private data. The [fit()] verb calls this function.
 #'
 #' @param model A compiled private Keras model.
 #' @param loader A private data loader from [private_data_loader()].
 #' @param epochs Number of epochs, a whole number.
-#' @param target_delta The delta at which epsilon is reported.
-#' @param verbose 0 (silent), 1 (progress bar showing epsilon) or 2.
+#' @param target_delta The delta at which epsilon is reported; `NULL` (the default) is the delta
+#'   of the data's ledger, so the history reports the epsilon the ledger is charged.
+#' @param verbose 0 (silent), 1 (progress bar showing epsilon), 2 (one line per epoch) or `"auto"` (1).
 #' @param validation_data Optional public data `list(x, y)` (matrices, arrays, vectors or
 #'   data.frames) for Keras metrics after each epoch.
-#' @param ... Further arguments for Python's `PrivateKerasModel.fit()`: `callbacks`,
-#'   `steps_per_execution`, `accountant`.
-#' @return The history as a data.frame with one row per epoch: `epoch` (from 1), `epsilon` (the
-#'   epsilon spent by this run after the epoch) and `val_*` metrics when `validation_data` is given.
+#' @param callbacks Keras callbacks: one or a list, e.g. `callback_early_stopping()` of the
+#'   keras or keras3 package. When a callback stops training early only the steps run are charged.
+#' @param ... Further arguments for Python's `PrivateKerasModel.fit()`: `steps_per_execution`,
+#'   `accountant`.
+#' @return The training history (see [training_history]): a list with `params` and `metrics`
+#'   (`epsilon` after each epoch and `val_*` metrics when `validation_data` is given), of class
+#'   `c("optensorflow_training_history", "keras_training_history")`, with `plot()`, `print()`
+#'   and `as.data.frame()` methods.
+#' @seealso [fit()], [training_history]
 #' @export
-dp_fit <- function(model, loader, epochs = 1, target_delta = 1e-5, verbose = 0, validation_data = NULL, ...) {
-  if (!is.null(validation_data) && !inherits(validation_data, "python.builtin.object")) {
-    if (!is.list(validation_data) || is.data.frame(validation_data) || length(validation_data) != 2) {
-      py_stop("TypeError", "validation_data must be a list(x, y) of public data.")
-    }
-    validation_data <- reticulate::tuple(as_public_array(validation_data[[1]], "validation_data x"),
-                                         as_public_array(validation_data[[2]], "validation_data y"))
+dp_fit <- function(model, loader, epochs = 1, target_delta = NULL, verbose = 0, validation_data = NULL,
+                   callbacks = NULL, ...) {
+  check_private_model(model)
+  validation_data <- as_validation_data(validation_data)
+  callbacks <- as_keras_list(callbacks, "callbacks")
+  params <- list(epochs = as_py_count(epochs), verbose = as_py_count(verbose))
+  if (inherits(loader, "op_tensorflow.loader.PrivateDataLoader")) {
+    params$ledger_delta <- py_attr(py_attr(loader, "budget"), "delta")
+    params$samples <- py_attr(loader, "sample_size")
+    params$batch_size <- py_attr(loader, "batch_size")
+    if (is.null(target_delta)) target_delta <- params$ledger_delta
   }
-  history <- do.call(py_call, c(
-    list(py_method(model, "fit"), x = loader, epochs = as_py_count(epochs), target_delta = target_delta,
-         verbose = as_py_count(verbose), validation_data = validation_data),
-    as_py_args(...), list(.convert = FALSE)
-  ))
-  logs <- reticulate::py_to_r(reticulate::py_get_attr(history, "history"))
-  logs <- lapply(logs, function(v) as.numeric(unlist(v)))
-  n <- if (length(logs)) length(logs[[1]]) else 0L
-  data.frame(epoch = seq_len(n), logs, check.names = FALSE)
+  params$target_delta <- target_delta
+  params$l2_norm_clip <- py_attr(model, "l2_norm_clip")
+  params$noise_multiplier <- py_attr(model, "noise_multiplier")
+  args <- list(py_method(model, "fit"), x = loader, epochs = params$epochs, verbose = params$verbose,
+               validation_data = validation_data, callbacks = callbacks)
+  if (!is.null(target_delta)) args$target_delta <- target_delta
+  history <- do.call(py_call, c(args, as_py_args(...), list(.convert = FALSE)))
+  new_training_history(history, params)
+}
+
+# Public validation data list(x, y) as a Python tuple of float32 arrays (Python objects pass).
+as_validation_data <- function(validation_data) {
+  if (is.null(validation_data) || is_py_object(validation_data)) return(validation_data)
+  if (!is.list(validation_data) || is.data.frame(validation_data) || length(validation_data) != 2) {
+    py_stop("TypeError", .call = sys.call(-1), "validation_data must be a list(x, y) of public data.")
+  }
+  reticulate::tuple(as_public_array(validation_data[[1]], "validation_data x"),
+                    as_public_array(validation_data[[2]], "validation_data y"))
+}
+
+check_private_model <- function(model, arg = "model") {
+  if (!inherits(model, "op_tensorflow.model.PrivateKerasModel")) {
+    py_stop("TypeError", .call = sys.call(-1), arg, " must be a private model (see private_keras_model()), got ",
+            class(model)[1], ".")
+  }
+  invisible(model)
 }
 
 #' Predict with a private model
@@ -150,21 +194,28 @@ dp_predict <- function(model, x, label_columns = NULL, batch_size = 1024) {
 #' Evaluate a private model
 #'
 #' On private data each metric is a DP mean of per-example values charged to the ledger:
-#' accuracy (compile with `metrics = "accuracy"`) and, when `loss_bound` gives public bounds
-#' `[0, loss_bound]` to clamp it, the loss; `eps` is split evenly across them. On public data
-#' these are Keras' plain metrics.
+#' accuracy (compile with `metrics = "accuracy"`), the loss when `loss_bound` gives public
+#' bounds `[0, loss_bound]` to clamp it, and for regression the mean absolute and squared errors
+#' when `error_bound` gives a public bound of the absolute error; `eps` is split evenly across
+#' them. On public data these are Keras' plain metrics. The [evaluate()] verb calls this function.
 #'
 #' @param model A compiled private Keras model.
 #' @param x,y Private features and labels of the same rows, or public data.
 #' @param eps The epsilon to spend on private data (required there; ignored for public data).
 #' @param loss_bound Optional public upper bound of the per-example loss, for a DP mean loss.
+#' @param error_bound Optional public bound of the per-example absolute error, for a DP mean
+#'   absolute error and mean squared error of a regression (private data only).
 #' @param batch_size Batch size for evaluation.
 #' @return A named list of metrics.
+#' @seealso [evaluate()]
 #' @export
-dp_evaluate <- function(model, x, y, eps = NULL, loss_bound = NULL, batch_size = 1024) {
+dp_evaluate <- function(model, x, y, eps = NULL, loss_bound = NULL, error_bound = NULL, batch_size = 1024) {
+  check_private_model(model)
   if (is_private(x) || is_private(y)) {
-    res <- py_call(py_method(model, "evaluate"), x, y, eps = eps, loss_bound = loss_bound,
-                   batch_size = as_py_count(batch_size))
+    args <- list(py_method(model, "evaluate"), x, y, eps = eps, loss_bound = loss_bound,
+                 batch_size = as_py_count(batch_size))
+    if (!is.null(error_bound)) args$error_bound <- error_bound
+    res <- do.call(py_call, args)
   } else {
     res <- py_call(py_method(model, "evaluate"), as_public_array(x), as_public_array(y, "y"),
                    batch_size = as_py_count(batch_size))

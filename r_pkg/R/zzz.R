@@ -35,6 +35,7 @@ op <- NULL
   tf_log_level_on_load()         # TF_CPP_MIN_LOG_LEVEL = 1 unless set (see import_tensorflow_quietly())
   declare_requirements_on_load() # reticulate >= 1.41: py_require() for the ephemeral environment
   op <<- reticulate::import("op_tensorflow", delay_load = TRUE)
+  tf_keras_aliases_on_load()     # R keras 2.15's methods for tf_keras's classes (keras_objects.R)
 }
 
 #' Is the op_tensorflow Python package reachable?

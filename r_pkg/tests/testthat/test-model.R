@@ -41,11 +41,15 @@ test_that("dp_fit trains and returns the history with the epsilon get_privacy_bu
   expect_s3_class(run$model, "op_tensorflow.model.PrivateKerasModel")
   expect_identical(run$compiled, run$model) # dp_compile returns the model (invisibly)
   h <- run$history
-  expect_s3_class(h, "data.frame")
-  expect_identical(names(h)[1:2], c("epoch", "epsilon"))
-  expect_setequal(names(h)[-(1:2)], c("val_loss", "val_accuracy")) # in Keras' order: Keras 3 sorts them
+  expect_s3_class(h, c("optensorflow_training_history", "keras_training_history"), exact = TRUE)
+  expect_identical(names(h$metrics)[1], "epsilon")
+  expect_setequal(names(h$metrics)[-1], c("val_loss", "val_accuracy")) # in Keras' order: Keras 3 sorts them
   expect_identical(h$epoch, 1:2)
-  expect_true(all(diff(h$epsilon) > 0))
+  expect_true(all(diff(h$metrics$epsilon) > 0))
+  expect_equal(h$params$target_delta, 1e-5)
+  wide <- as.data.frame(h, format = "wide")
+  expect_identical(names(wide)[1:2], c("epoch", "epsilon"))
+  expect_identical(wide$epoch, 1:2)
   expected <- get_privacy_budget(225, 16, 2, 1.1, 1e-5, verbose = FALSE)
   expect_equal(h$epsilon[2], expected, tolerance = 1e-12)
   # Python's own estimate, called directly: the same number
@@ -71,7 +75,7 @@ test_that("dp_fit refuses a run the budget cannot afford, before any step", {
   expect_s3_class(caught, "BudgetExceededError")
   expect_equal(model$get_weights(), before)
   expect_equal(spent(pdf), 0)
-  expect_error(dp_fit(model, pdf, epochs = 1), "PrivateDataLoader", class = "TypeError")
+  expect_error(dp_fit(model, pdf, epochs = 1), "private_data_loader|PrivateDataLoader", class = "TypeError")
   expect_error(dp_fit(model, loader, epochs = 1, validation_data = list(pdf["x1"], pdf$y)),
                class = "PrivacyError")
 })
@@ -162,8 +166,12 @@ test_that("BatchNormalization is refused, and fix_model makes the model trainabl
   dp_compile(model, loss = "mse")
   h <- dp_fit(model, private_data_loader(pdf[paste0("V", 1:72)], pdf$y, batch_size = 8, seed = 1,
                                          feature_shape = c(12, 6)), epochs = 1)
-  expect_identical(names(h), c("epoch", "epsilon"))
-  expect_equal(h$epsilon, get_privacy_budget(40, 8, 1, 1.1, 1e-5, verbose = FALSE), tolerance = 1e-12)
+  expect_identical(names(h$metrics), "epsilon")
+  # target_delta defaults to the ledger's delta (private_data_frame's default, 1e-5 here)
+  expect_equal(h$params$target_delta, h$params$ledger_delta)
+  expect_equal(h$metrics$epsilon, get_privacy_budget(40, 8, 1, 1.1, h$params$ledger_delta, verbose = FALSE),
+               tolerance = 1e-12)
+  expect_equal(spent(pdf), h$metrics$epsilon, tolerance = 1e-9)
 })
 
 test_that("an R function as metric, bad validation data and a model mixing examples fail before any budget is spent", {
@@ -174,9 +182,10 @@ test_that("an R function as metric, bad validation data and a model mixing examp
   public <- make_df(20, seed = 3)
   validation <- list(as.matrix(public[c("x1", "x2")]), public$y)
   model <- private_keras_model(k$Sequential(list(k$layers$Dense(1L, input_shape = list(2L)))))
-  # an R function is passed on as one metric (not mangled into its formals); Keras cannot trace it in a graph
-  dp_compile(model, optimizer = "sgd", loss = "mse", metrics = function(y_true, y_pred) mean(abs(y_true - y_pred)))
-  expect_error(dp_fit(model, loader, epochs = 3, validation_data = validation), "validation_data")
+  # a plain R function is refused at compile (Keras cannot run R code in the training graph), with a hint
+  expect_error(dp_compile(model, optimizer = "sgd", loss = "mse",
+                          metrics = function(y_true, y_pred) mean(abs(y_true - y_pred))),
+               "metric's name", class = "TypeError")
   expect_equal(spent(pdf), 0)
   dp_compile(model, optimizer = "sgd", loss = "mse")
   expect_error(dp_fit(model, loader, epochs = 3, validation_data = list(validation[[1]][, 1, drop = FALSE], public$y)),
