@@ -10,20 +10,30 @@
 #' @param target_delta Delta of the (epsilon, delta) guarantee.
 #' @param accountant `"rdp"` or `"pld"`.
 #' @param verbose Print the estimate and its parameters.
-#' @return Epsilon, a number.
+#' @param group_size Protect any `group_size` examples together (default 1: one example), e.g.
+#'   the window length when each observation appears in up to that many sliding-window
+#'   examples. The group-privacy lemma for (epsilon, delta)-DP (Dwork & Roth 2014, Sec. 2.3):
+#'   per-example (eps, delta') gives (k eps, k exp((k - 1) eps) delta') for groups of k, with
+#'   delta' solved so that the group delta is `target_delta`, and eps from dp_accounting. When no
+#'   delta' reaches `target_delta` (too little noise for the group) a `ValueError` says so.
+#' @return Epsilon, a number (for groups of `group_size` examples).
 #' @examplesIf op_tensorflow_available()
 #' get_privacy_budget(100000, 4, 20, 1.2, 1e-5)
 #' get_privacy_budget(100000, 4, 20, 1.2, 1e-5, accountant = "pld", verbose = FALSE)
+#' # 12-step sliding windows: one observation is in up to 12 training examples
+#' get_privacy_budget(3989, 32, 10, 2, 1e-6, group_size = 12)
 #' @export
 get_privacy_budget <- function(sample_size, batch_size, num_epochs, noise_multiplier,
-                               target_delta = 1e-5, accountant = "rdp", verbose = TRUE) {
-  eps <- py_call(op$accounting$training_epsilon,
+                               target_delta = 1e-5, accountant = "rdp", verbose = TRUE,
+                               group_size = 1) {
+  res <- py_call(op$accounting$training_epsilon_and_delta,
     as_py_count(sample_size), as_py_count(batch_size), num_epochs, noise_multiplier,
-    target_delta, accountant = accountant
+    target_delta, accountant = accountant, group_size = as_py_count(group_size)
   )
+  eps <- res[[1]]
   if (verbose) {
     cat(op$accounting$budget_statement(eps, sample_size, batch_size, num_epochs,
-                                       noise_multiplier, target_delta), "\n", sep = "")
+                                       noise_multiplier, target_delta, group_size, res[[2]]), "\n", sep = "")
   }
   invisible(eps)
 }

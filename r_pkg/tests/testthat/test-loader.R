@@ -23,3 +23,16 @@ test_that("private_data_loader takes R numbers and a feature_shape vector", {
   capture.output(report <- privacy_budget(ld))
   expect_equal(report$spent, 0)
 })
+
+test_that("private_data_loader takes the list of private_arrays() and needs no feature_shape", {
+  skip_if_no_op_tensorflow()
+  d <- private_arrays(array(runif(8 * 12 * 6), c(8, 12, 6)), runif(8), feature_bounds = c(0, 1),
+                      label_bounds = c(0, 1))
+  ld <- private_data_loader(d, batch_size = 2, seed = 1)
+  expect_identical(unlist(ld$input_shape), c(12L, 6L))
+  expect_identical(ld$sample_size, 8L)
+  expect_identical(unlist(private_data_loader(d$x, d$y, 2, feature_shape = 72)$input_shape), 72L)
+  out <- capture.output(print(ld))
+  expect_lte(length(out), 20)
+  expect_match(out[1], "input_shape=(12, 6)", fixed = TRUE)
+})
