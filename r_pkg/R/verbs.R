@@ -6,7 +6,9 @@
 # exports its own evaluate(), which dispatches private models here and hands every other object
 # to tensorflow's (or generics') evaluate: so evaluate(dp, x, y) works with only optensorflow
 # attached, and evaluate() keeps working on ordinary keras models when optensorflow is attached
-# after keras (masking keras's evaluate) as well as before it.
+# after keras (masking keras's evaluate) as well as before it. keras, keras3 and tensorflow are not in
+# DESCRIPTION's Suggests: no code needs them (they are reached by name, once loaded), and R CMD check
+# notes suggested packages it cannot find (the clients live in private libraries, see tests/r_clients).
 
 #' @importFrom generics compile
 #' @export
