@@ -42,6 +42,11 @@ def layer_hook(tape: tf.GradientTape, registry, *, training: bool = True):
     """The per-layer hook of the ghost-norm forward pass: ``(layer, args, kwargs) -> (outputs, hook)``.
 
     ``hook`` is None for layers without trainable weights, else ``(layer, base_vars, sqr_norm_fn)``.
+
+    ``sqr_norm_fn`` runs as written, not through AutoGraph: norm functions are plain tensor code, and
+    tensorflow-privacy's einsum utilities (behind the Dense norms) call ``os.path.commonprefix``, whose
+    source AutoGraph cannot read (it lives in the frozen ``genericpath`` module), so converting them
+    logged "AutoGraph could not transform <function commonprefix ...>" at every fit.
     """
 
     registry_tape = keras_seam.registry_tape(tape)
@@ -55,7 +60,8 @@ def layer_hook(tape: tf.GradientTape, registry, *, training: bool = True):
             base_vars, outputs, sqr_norm_fn = fn(layer, args, kwargs, registry_tape, None)
         except NotImplementedError:  # a configuration the fast path does not cover
             base_vars, outputs, sqr_norm_fn = fallback_layer_computation(layer, args, kwargs, registry_tape, None)
-        return outputs, (layer, tf.nest.map_structure(keras_seam.tape_target, base_vars), sqr_norm_fn)
+        base_vars = tf.nest.map_structure(keras_seam.tape_target, base_vars)
+        return outputs, (layer, base_vars, tf.autograph.experimental.do_not_convert(sqr_norm_fn))
 
     return hook
 
