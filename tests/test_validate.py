@@ -1,5 +1,7 @@
 """validate_model refuses batch-mixing layers; fix_model swaps BatchNormalization for per-example norms."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -131,13 +133,59 @@ def test_functional_model_with_nested_sequential():
     assert fixed(x).shape == (2, 1)
 
 
-def test_unbuilt_sequential_uses_layer_normalization():
+def test_unbuilt_sequential_gets_group_normalization_from_the_layers_before():
     model = blog_convnet(with_input=False)
     assert not model.built
-    fixed = fix_model(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # GroupNormalization everywhere: no fallback warning
+        fixed = fix_model(model)
     validate_model(fixed)
-    assert kinds(fixed) == ["LayerNormalization" if k == "BatchNormalization" else k for k in kinds(model)]
-    assert fixed(np.ones((2, 12, 6), "float32")).shape == (2, 1)
+    assert kinds(fixed) == ["GroupNormalization" if k == "BatchNormalization" else k for k in kinds(model)]
+    # channels 32, 64, 128 from the convolutions' filters; the spatial size is unknown: two channels per group
+    assert [layer.groups for layer in fixed.layers if isinstance(layer, L.GroupNormalization)] == [16, 32, 32]
+    x = np.random.default_rng(3).normal(size=(4, 12, 6)).astype("float32")
+    assert fixed(x).shape == (4, 1)
+    np.testing.assert_allclose(fixed(x[:1], training=True), fixed(x, training=True)[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_channels_are_carried_through_layers_that_keep_them():
+    model = tf.keras.Sequential([L.Dense(12), L.Activation("relu"), L.Dropout(0.1), L.BatchNormalization()])
+    fixed = fix_model(model)
+    assert isinstance(fixed.layers[-1], L.GroupNormalization) and fixed.layers[-1].groups == 6
+    assert fixed(np.ones((2, 5), "float32")).shape == (2, 12)
+
+
+def test_fallback_to_layer_normalization_warns_naming_the_layer_and_why():
+    unknown = tf.keras.Sequential([L.Reshape((4, 3)), L.BatchNormalization(name="after_reshape"), L.Dense(1)])
+    with pytest.warns(
+        UserWarning, match=r"'after_reshape' is replaced by LayerNormalization.*channel count is unknown"
+    ):
+        fixed = fix_model(unknown)
+    assert kinds(fixed) == ["Reshape", "LayerNormalization", "Dense"]
+    one_value = tf.keras.Sequential([tf.keras.Input((3,)), L.Dense(1), L.BatchNormalization(name="one_channel")])
+    with (
+        pytest.warns(UserWarning, match="normalizes a single value per example"),
+        pytest.warns(UserWarning, match=r"'one_channel' is replaced by LayerNormalization.*1 channel\(s\) cannot"),
+    ):
+        assert kinds(fix_model(one_value)) == ["Dense", "LayerNormalization"]
+    if not KERAS3:  # Keras 3's BatchNormalization takes one axis only
+        several = tf.keras.Sequential([tf.keras.Input((4, 3)), L.BatchNormalization(axis=[1, 2], name="two_axes")])
+        with pytest.warns(UserWarning, match=r"'two_axes' is replaced by LayerNormalization.*several axes"):
+            assert kinds(fix_model(several)) == ["LayerNormalization"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # asked for: no warning
+        assert kinds(fix_model(unknown, norm="layer")) == ["Reshape", "LayerNormalization", "Dense"]
+
+
+def test_fix_true_is_fix_model():
+    import op_tensorflow as ot
+
+    for with_input in (True, False):
+        direct = fix_model(blog_convnet(with_input=with_input))
+        wrapped = ot.PrivateKerasModel(blog_convnet(with_input=with_input), fix=True).model
+        assert kinds(wrapped) == kinds(direct)
+        groups = [getattr(layer, "groups", None) for layer in direct.layers]
+        assert [getattr(layer, "groups", None) for layer in wrapped.layers] == groups
 
 
 def test_sequential_built_by_call_keeps_weights():

@@ -10,7 +10,8 @@ and (b) no other channel through which the data reaches the released weights. So
 
 ``validate_model`` refuses such models with an explanation; ``incompatible_layers`` lists the offenders
 without raising; ``fix_model`` returns a copy of a model with each ``BatchNormalization`` replaced by a
-per-example ``GroupNormalization`` (or ``LayerNormalization``).
+per-example ``GroupNormalization`` (``LayerNormalization`` with ``norm="layer"``, or with a warning when no
+group count fits).
 
 ``tf.keras.layers.Normalization`` and the other preprocessing layers are accepted: their statistics come
 from an explicit ``adapt()`` call, never from training. Note that ``adapt()`` on private data is itself a
@@ -25,6 +26,7 @@ import tensorflow as tf
 
 from op_tensorflow import keras_seam
 from op_tensorflow._checks import one_of
+from op_tensorflow.layer_channels import channel_hints
 
 __all__ = ["CONDITIONALLY_INCOMPATIBLE", "INCOMPATIBLE", "fix_model", "incompatible_layers", "validate_model"]
 
@@ -180,16 +182,25 @@ def _bn_axes(bn: tf.keras.layers.Layer) -> list[int]:
     return [int(a) for a in axis] if hasattr(axis, "__len__") else [int(axis)]
 
 
+def _input_shape(layer: tf.keras.layers.Layer) -> tuple | None:
+    """The input shape of a built layer (Keras 2's ``input_shape``, Keras 3's ``input.shape``), None if unknown."""
+    for read in (lambda: layer.input_shape, lambda: tuple(layer.input.shape)):
+        try:
+            shape = read()
+        except (AttributeError, RuntimeError, ValueError):
+            continue
+        if isinstance(shape, tuple):
+            return shape
+    return None
+
+
 def _values_per_channel(bn: tf.keras.layers.Layer, axes: list[int]) -> int | None:
     """How many values one example has per channel (product of the non-batch, non-channel dims)."""
     spec = bn.input_spec
     if spec is not None and spec.ndim == 2:
         return 1
-    try:
-        shape = bn.input_shape
-    except (AttributeError, RuntimeError):
-        return None
-    if not isinstance(shape, tuple):
+    shape = _input_shape(bn)
+    if shape is None:
         return None
     dims = [d for i, d in enumerate(shape) if i != 0 and i not in axes and i - len(shape) not in axes]
     return None if any(d is None for d in dims) else math.prod(dims)
@@ -224,23 +235,45 @@ def _norm_kwargs(bn: tf.keras.layers.Layer) -> dict:
     }
 
 
-def _replacement(bn: tf.keras.layers.Layer, norm: str) -> tf.keras.layers.Layer:
-    """A fresh per-example normalization layer (gamma = 1, beta = 0) standing in for ``bn``."""
+def _replacement(bn: tf.keras.layers.Layer, norm: str, channels_hint: int | None = None) -> tf.keras.layers.Layer:
+    """A fresh per-example normalization layer (gamma = 1, beta = 0) standing in for ``bn``.
+
+    ``channels_hint`` is the channel count of an unbuilt ``bn`` as the layers before it give it (None: unknown).
+    """
     axes = _bn_axes(bn)
-    channels = int(bn.moving_mean.shape[0]) if bn.built and len(axes) == 1 else None
-    per_channel = _values_per_channel(bn, axes) if bn.built else None
-    if channels is not None and channels * (per_channel or 2) < 2:
+    if bn.built:
+        channels = int(bn.moving_mean.shape[0]) if len(axes) == 1 else None
+        per_channel = _values_per_channel(bn, axes)
+    else:  # the spatial size is unknown: one value per channel is assumed, so each group keeps two channels
+        channels, per_channel = (channels_hint, 1) if axes == [-1] else (None, None)
+    if bn.built and channels is not None and channels * (per_channel or 2) < 2:
         warnings.warn(
             f"Layer '{bn.name}' normalizes a single value per example; any per-example normalization of it "
             "outputs a constant. Consider removing the layer instead.",
             UserWarning,
             stacklevel=2,
         )
-    if norm == "group" and channels is not None:
-        groups = _group_count(channels, per_channel)
-        if groups is not None:
-            return tf.keras.layers.GroupNormalization(groups=groups, axis=axes[0], **_norm_kwargs(bn))
-    return tf.keras.layers.LayerNormalization(axis=axes if len(axes) > 1 else axes[0], **_norm_kwargs(bn))
+    layer_norm_axis = axes if len(axes) > 1 else axes[0]
+    if norm == "layer":
+        return tf.keras.layers.LayerNormalization(axis=layer_norm_axis, **_norm_kwargs(bn))
+    groups = None if channels is None else _group_count(channels, per_channel)
+    if groups is not None:
+        return tf.keras.layers.GroupNormalization(groups=groups, axis=axes[0], **_norm_kwargs(bn))
+    if len(axes) > 1:
+        why = f"it normalizes over several axes {axes}, and GroupNormalization takes one channel axis"
+    elif channels is None:
+        why = (
+            "its channel count is unknown: the model is not built and the layer before it does not fix the count "
+            "(start the model with tf.keras.Input(shape) to get GroupNormalization)"
+        )
+    else:
+        why = f"its {channels} channel(s) cannot form groups of more than one value per example"
+    warnings.warn(
+        f"fix_model: BatchNormalization '{bn.name}' is replaced by LayerNormalization, not GroupNormalization: {why}.",
+        UserWarning,
+        stacklevel=2,
+    )
+    return tf.keras.layers.LayerNormalization(axis=layer_norm_axis, **_norm_kwargs(bn))
 
 
 def _clone_wrapper(wrapper: tf.keras.layers.Wrapper, norm: str) -> tf.keras.layers.Layer:
@@ -259,10 +292,11 @@ class _Cloner:
     def __init__(self, norm: str):
         self.norm = norm
         self.pairs: list[tuple[tf.keras.layers.Layer, tf.keras.layers.Layer]] = []
+        self.hints: dict[int, int | None] = {}
 
     def __call__(self, layer: tf.keras.layers.Layer) -> tf.keras.layers.Layer:
         if _is_batch_norm(layer):
-            return _replacement(layer, self.norm)
+            return _replacement(layer, self.norm, self.hints.get(id(layer)))
         if _is_graph_model(layer):
             return self.clone_model(layer)
         if isinstance(layer, tf.keras.layers.Wrapper) and _is_batch_norm(layer.layer):
@@ -278,6 +312,8 @@ class _Cloner:
         return new
 
     def clone_model(self, model: tf.keras.Model) -> tf.keras.Model:
+        if isinstance(model, tf.keras.Sequential) and not model.built:
+            self.hints.update(channel_hints(model))
         new = keras_seam.clone_model(model, self)
         if model.built and not new.built and getattr(model, "_build_input_shape", None) is not None:
             new.build(model._build_input_shape)
@@ -295,9 +331,13 @@ def fix_model(model: tf.keras.Model, *, norm: str = "group") -> tf.keras.Model:
     Each ``BatchNormalization`` becomes ``GroupNormalization(groups=g, axis=bn.axis, epsilon=bn.epsilon,
     center=bn.center, scale=bn.scale)``, with ``g`` the largest divisor of the channel count that is <= 32
     (and, for inputs without spatial dims such as after ``Dense``, leaves at least two channels per group,
-    since a one-value group normalizes to zero). When the channel count is unknown (the model is not built)
-    or the layer normalizes over several axes, ``LayerNormalization`` over the same axes is used instead.
-    With ``norm="layer"`` every one becomes ``LayerNormalization(axis=bn.axis)`` (``-1`` for channels-last).
+    since a one-value group normalizes to zero). In a Sequential that is not built yet the channel count is
+    read from the layers before (the last ``filters``/``units``/``output_dim``, through activations, dropout,
+    pooling, ...; see :mod:`op_tensorflow.layer_channels`), and as the spatial size is unknown each group
+    keeps at least two channels. Only when no group count fits (the channel count is unknown, or the layer
+    normalizes over several axes) ``LayerNormalization`` over the same axes is used, with a ``UserWarning``
+    naming the layer and why. With ``norm="layer"`` every one becomes ``LayerNormalization(axis=bn.axis)``
+    (``-1`` for channels-last), silently.
 
     The replacements keep the BatchNormalization's name, epsilon, center/scale, regularizers, constraints,
     trainability and dtype policy, and start at gamma = 1, beta = 0: BatchNormalization's gamma/beta are
