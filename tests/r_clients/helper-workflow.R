@@ -144,3 +144,16 @@ check_evaluate_masking <- function(client) {
     }
   })
 }
+
+# A metric written in R with the client's Keras operations, wrapped by the client's custom_metric().
+check_custom_metric <- function(metric) {
+  test_that("a custom_metric() of the client runs on the validation data", {
+    data <- private_sequences()
+    public <- make_sequences(24, seed = 2)
+    dp <- private_keras_model(blog_model(), fix = TRUE, seed = 4)
+    dp %>% compile(optimizer = "adam", loss = "mse", metrics = metric)
+    history <- dp %>% fit(data$loader, epochs = 1, verbose = 0, validation_data = list(public$x, public$y))
+    expect_identical(names(history$metrics), c("epsilon", "val_loss", "val_mae_r"))
+    expect_true(is.finite(history$metrics$val_mae_r))
+  })
+}

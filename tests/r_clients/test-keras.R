@@ -11,4 +11,5 @@ skip_if_not(op_tensorflow_available(), "op_tensorflow Python package not availab
 skip_if_not(optensorflow_stack()$keras == "tf_keras", "R keras 2.15 needs optensorflow's Keras 2 (tf_keras) mode")
 
 run_blog_workflow()
+check_custom_metric(custom_metric("mae_r", function(y_true, y_pred) k_mean(k_abs(y_true - y_pred))))
 check_evaluate_masking("keras")

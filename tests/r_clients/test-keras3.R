@@ -9,4 +9,5 @@ skip_if_not(op_tensorflow_available(), "op_tensorflow Python package not availab
 skip_if_not(optensorflow_stack()$keras == "keras3", "keras3 needs optensorflow's Keras 3 mode")
 
 run_blog_workflow()
+check_custom_metric(custom_metric("mae_r", function(y_true, y_pred) op_mean(op_abs(y_true - y_pred))))
 check_evaluate_masking("keras3")

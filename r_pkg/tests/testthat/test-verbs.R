@@ -201,3 +201,17 @@ test_that("R keras 2.15 sees tf_keras's classes under Keras 2's names (its metho
   keras3_classes <- c("keras.src.models.sequential.Sequential", "python.builtin.object")
   expect_identical(optensorflow:::tf_keras_class_aliases(keras3_classes), keras3_classes)
 })
+
+test_that("evaluate() on private data gives DP regression metrics with eps and error_bound", {
+  skip_if_no_op_tensorflow()
+  s <- regression_setup(n = 200)
+  parts <- train_test_split(X = s$pdf[c("x1", "x2")], y = s$pdf$y, test_size = 0.5, random_state = 1)
+  dp <- regression_model()
+  dp |> compile(optimizer = "adam", loss = "mse", metrics = c("mae", "mse"))
+  before <- spent(s$pdf)
+  res <- dp |> evaluate(parts$X_test, parts$y_test, eps = 1, error_bound = 3)
+  expect_setequal(names(res), c("mae", "mse"))
+  expect_true(res$mae >= 0 && res$mae <= 3)
+  expect_gt(spent(s$pdf), before)
+  expect_error(evaluate(dp, parts$X_test, parts$y_test), "eps", class = "ValueError")
+})
