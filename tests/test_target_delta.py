@@ -124,3 +124,14 @@ def test_bad_validation_data_is_refused_before_the_ledger_is_touched():
         dp_model.fit(loader, epochs=1, verbose=0, validation_data=(np.zeros((5, 2)), np.zeros(5)))
     assert pdf.budget.spent() == 0.0 and pdf.budget.entries == []
     assert dp_model.privacy["epsilon"] == 0.0
+
+
+def test_a_loaded_model_composes_its_saved_runs_with_new_ones(tmp_path):
+    pdf, loader, dp_model = setup()
+    dp_model.fit(loader, epochs=2, verbose=0)
+    dp_model.save(tmp_path / "model.optf")
+    loaded = ot.load_private_model(tmp_path / "model.optf")
+    assert loaded.privacy == dp_model.privacy
+    loaded.fit(loader, epochs=1, verbose=0)
+    assert loaded.privacy["epsilon"] == pytest.approx(pdf.budget.spent(), rel=1e-9)
+    assert loaded.privacy["steps"] == loader.total_steps(2) + loader.total_steps(1)

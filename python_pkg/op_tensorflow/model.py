@@ -404,6 +404,9 @@ def load_private_model(path, *, seed=None) -> PrivateKerasModel:
     model, meta = saving.read_bundle(path)
     dp_model = PrivateKerasModel(model, meta["l2_norm_clip"], meta["noise_multiplier"], seed=seed)
     dp_model.privacy.update({k: meta[k] for k in dp_model.privacy if k in meta})
+    q, steps = dp_model.privacy["sampling_rate"], dp_model.privacy["steps"]
+    if steps:  # the saved runs, so that further fits compose with them (exact when all used one sampling rate)
+        dp_model._events = [accounting.dp_sgd_event(q, dp_model.noise_multiplier, steps)]
     loss = keras_seam.compiled_loss(model)
     if getattr(model, "optimizer", None) is not None and loss is not None:
         dp_model._loss_fn = arguments.per_example_loss(arguments.single_loss(model, loss, {}))
