@@ -24,18 +24,18 @@ TF_PRIMARY := tensorflow==2.21.0 tf-keras==2.21.0 "numpy<2"
 TF_215 := tensorflow==2.15.1 dp-accounting==0.4.3 "numpy<2"
 TF_PRIVACY := tensorflow-privacy==0.9.0 tensorflow-empirical-privacy==0.1.0
 QUICK_TESTS := tests/test_accounting.py tests/test_frame.py tests/test_model.py tests/test_zoo.py
-# r-cran-generics: the compile()/fit() generics; ggplot2: plot(history). The R keras clients' install.sh
-# needs its DEBIAN_DEPS and, beyond them, r-cran-tidyselect and r-cran-backports.
-R_CLIENT_DEPS := r-cran-r6 r-cran-magrittr r-cran-zeallot r-cran-glue r-cran-rlang r-cran-fastmap r-cran-whisker \
-	r-cran-jsonlite r-cran-yaml r-cran-processx r-cran-png r-cran-cli r-cran-tibble r-cran-rappdirs r-cran-rcpp \
-	r-cran-here r-cran-withr r-cran-rstudioapi r-cran-lifecycle r-cran-base64enc r-cran-digest r-cran-tidyselect \
-	r-cran-backports
-APT_PACKAGES := r-base-core r-cran-reticulate r-cran-testthat r-cran-knitr r-cran-rmarkdown pandoc r-cran-generics \
-	r-cran-ggplot2 $(R_CLIENT_DEPS)
 # The real R keras clients (source tarballs and install.sh) next to the repository; each is installed
 # into its private library .r-clients/<client> (R keras needs reticulate >= 1.31, Debian has 1.28).
 SHARED ?= ../shared
 R_CLIENTS_SRC := $(SHARED)/r-clients
+# r-cran-generics: the compile()/fit() generics; ggplot2: plot(history). Where the clients are present,
+# their install.sh's DEBIAN_DEPS and, beyond them, r-cran-tidyselect and r-cran-backports.
+R_CLIENT_DEPS := $(if $(wildcard $(R_CLIENTS_SRC)/install.sh),r-cran-r6 r-cran-magrittr r-cran-zeallot r-cran-glue \
+	r-cran-rlang r-cran-fastmap r-cran-whisker r-cran-jsonlite r-cran-yaml r-cran-processx r-cran-png r-cran-cli \
+	r-cran-tibble r-cran-rappdirs r-cran-rcpp r-cran-here r-cran-withr r-cran-rstudioapi r-cran-lifecycle \
+	r-cran-base64enc r-cran-digest r-cran-tidyselect r-cran-backports)
+APT_PACKAGES := r-base-core r-cran-reticulate r-cran-testthat r-cran-knitr r-cran-rmarkdown pandoc r-cran-generics \
+	r-cran-ggplot2 $(R_CLIENT_DEPS)
 R_CLIENTS := keras keras3
 R_SOURCES := $(shell find r_pkg -type f -not -name '*.o' -not -name '*.so' 2>/dev/null)
 
@@ -132,11 +132,14 @@ check-r: setup
 
 VIGNETTES := getting-started dp-heart-rate
 
-# Knit the vignettes to vignettes/*.html (gitignored) and report each one's time.
+# Knit the vignettes to vignettes/*.html (gitignored) and report each one's time. On Keras 3 with the
+# keras3 client's library when .r-clients/keras3 exists (make r-clients), so that dp-heart-rate runs the
+# blog's R keras code; vignettes-tf-keras knits without clients (the keras_module() fallback).
 vignettes: setup
 	@for v in $(VIGNETTES); do \
 	  start=$$(date +%s); \
-	  Rscript -e "rmarkdown::render('vignettes/$$v.Rmd', output_dir = 'vignettes', quiet = TRUE)" || exit 1; \
+	  R_LIBS=$$(test -d .r-clients/keras3 && echo $(CURDIR)/.r-clients/keras3:)$$R_LIBS \
+	    Rscript -e "rmarkdown::render('vignettes/$$v.Rmd', output_dir = 'vignettes', quiet = TRUE)" || exit 1; \
 	  echo "vignettes/$$v.html: knitted in $$(( $$(date +%s) - start )) s"; \
 	done
 
