@@ -29,6 +29,9 @@
 #' with `pip install --no-deps --target` into optensorflow's user cache directory
 #' (`tools::R_user_dir("optensorflow", "cache")`) the first time the ephemeral environment
 #' lacks it, and that directory is put on Python's `sys.path` before op_tensorflow is imported.
+#' This is keras3's convention: its `.onLoad()` declares the Python packages with
+#' `py_require()`, and its `install_keras()` still creates a persistent virtualenv on request;
+#' here `method = "virtualenv"` does that, with any reticulate (the default before 1.41).
 #'
 #' @param envname Path of the virtual environment to create (`method = "virtualenv"`).
 #' @param package pip requirement for op_tensorflow: a path to a source checkout or a package
@@ -37,7 +40,8 @@
 #'   TensorFlow 2.21 and `"tf_keras"` on TensorFlow 2.15.1 (which has no Keras 3).
 #' @param tensorflow `"2.21.0"` (the primary stack) or `"2.15.1"` (Keras 2 only).
 #' @param python The interpreter that creates the environment, Python 3.11 (or 3.12 for
-#'   TensorFlow 2.21); `NULL` means `python3.11` on the `PATH`, else `python3.12`.
+#'   TensorFlow 2.21); `NULL` means `python3.11` on the `PATH`, else `python3.12`, else (with
+#'   reticulate >= 1.34) one that `reticulate::virtualenv_starter()` finds.
 #' @param method `"virtualenv"`, `"py_require"` (reticulate >= 1.41), or `"auto"`:
 #'   `"py_require"` when reticulate is recent enough, `"virtualenv"` otherwise.
 #' @return The path of the environment's python (`"virtualenv"`), or the declared
@@ -69,10 +73,7 @@ install_optensorflow <- function(envname = "~/.virtualenvs/optensorflow", packag
             keras_reminder(reqs))
     return(invisible(reqs))
   }
-  if (is.null(python)) {
-    python <- Sys.which("python3.11")
-    if (!nzchar(python) && tensorflow == "2.21.0") python <- Sys.which("python3.12")
-  }
+  if (is.null(python)) python <- find_python(if (tensorflow == "2.21.0") c("3.11", "3.12") else "3.11")
   if (length(python) != 1 || is.na(python) || !nzchar(python)) {
     stop("python must be a Python 3.11 interpreter (or 3.12 for TensorFlow 2.21); none was found on PATH.",
          call. = FALSE)
@@ -89,6 +90,24 @@ install_optensorflow <- function(envname = "~/.virtualenvs/optensorflow", packag
 }
 
 has_py_require <- function() utils::packageVersion("reticulate") >= "1.41"
+
+# A Python of one of `versions`: pythonX.Y on the PATH, else (reticulate >= 1.34) one that
+# reticulate::virtualenv_starter() finds (pyenv, python.org installers, ...), as keras3's
+# install_keras() does through virtualenv_create(version = ).
+find_python <- function(versions) {
+  for (v in versions) {
+    python <- Sys.which(paste0("python", v))
+    if (nzchar(python)) return(unname(python))
+  }
+  if (exists("virtualenv_starter", envir = asNamespace("reticulate"))) {
+    starter <- getExportedValue("reticulate", "virtualenv_starter")
+    for (v in versions) {
+      python <- tryCatch(starter(v), error = function(e) NULL)
+      if (is.character(python) && length(python) == 1 && !is.na(python) && nzchar(python)) return(python)
+    }
+  }
+  ""
+}
 
 keras_reminder <- function(reqs) {
   if (reqs$keras == "tf_keras" && reqs$tensorflow != "2.15.1") {

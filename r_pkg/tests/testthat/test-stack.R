@@ -221,3 +221,36 @@ test_that("the start-up filter drops only the known TensorFlow lines", {
   cuinit <- "E0000 00:00:1.3 32040 cuda_platform.cc:52] failed call to cuInit: CUDA_ERROR_NO_DEVICE\n"
   expect_identical(reticulate::py_to_r(filter(cuinit, as.list(tf_startup_noise), tf_no_driver_noise)), cuinit)
 })
+
+test_that("install_optensorflow(method = \"virtualenv\") creates the environment and runs the pip steps in order", {
+  # Creates a real virtualenv (reticulate fetches pip from PyPI), with the pip steps recorded instead
+  # of run (they would download TensorFlow): set OPTENSORFLOW_TEST_VIRTUALENV=1 to run it.
+  skip_if_not(identical(Sys.getenv("OPTENSORFLOW_TEST_VIRTUALENV"), "1"), "OPTENSORFLOW_TEST_VIRTUALENV=1 not set")
+  python <- find_python("3.11")
+  skip_if_not(nzchar(python), "no Python 3.11")
+  env <- file.path(tempfile("optensorflow venv"))
+  steps <- list()
+  original <- run_python
+  utils::assignInNamespace("run_python", function(python, args) {
+    steps[[length(steps) + 1]] <<- list(python = python, args = args)
+    invisible()
+  }, "optensorflow")
+  on.exit({
+    utils::assignInNamespace("run_python", original, "optensorflow")
+    unlink(env, recursive = TRUE)
+  })
+  expect_message(py <- install_optensorflow(envname = env, package = "op-tensorflow==0.1.0", python = python,
+                                            method = "virtualenv"),
+                 "set Sys.setenv(RETICULATE_PYTHON = ", fixed = TRUE)
+  expect_true(file.exists(py))
+  expect_identical(unique(vapply(steps, `[[`, "", "python")), py)
+  reqs <- optensorflow_requirements(package = "op-tensorflow==0.1.0", python_version = "3.11")
+  expect_identical(lapply(steps, `[[`, "args"),
+                   c(reqs$steps, list(c("-m", "op_tensorflow.stack", "--expect-tensorflow", "2.21.0"))))
+})
+
+test_that("find_python finds an interpreter of the version asked for, or gives \"\"", {
+  python <- find_python(c("3.11", "3.12"))
+  if (nzchar(python)) expect_match(python_minor_version(python), "^3\\.1[12]$")
+  expect_identical(find_python("2.1"), "")
+})
