@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import op_tensorflow as ot
-from op_tensorflow import accounting
+from op_tensorflow import accounting, group_privacy
 
 SEED_EPS = 0.2778802396005823  # the seed guide's printout: n=100000, batch 4, 20 epochs, sigma 1.2
 BLOG_ORDERS = [1 + x / 10 for x in range(1, 100)] + list(range(12, 64))
@@ -252,10 +252,21 @@ def test_group_size_one_is_the_per_example_epsilon(capsys):
     assert accounting.training_epsilon_and_delta(*GROUP_RUN.values(), group_size=1) == (one, 1e-6)
 
 
+def lemma_epsilon(k, accountant="rdp"):
+    """The (eps, delta) group-privacy lemma alone, on dp_accounting's per-example curve of GROUP_RUN."""
+    event = accounting.dp_sgd_event(32 / 3989, 2.0, math.ceil(10 * 3989 / 32))
+    return group_privacy.group_epsilon(accounting.epsilon_curve(event, accountant, 1e-6 / k), k, 1e-6)
+
+
+needs_mixture = pytest.mark.skipif(
+    not group_privacy.MIXTURE_AVAILABLE, reason="dp-accounting < 0.5 has no MixtureOfGaussiansDpEvent"
+)
+
+
 @pytest.mark.parametrize("k", [2, 5, 12])
-def test_group_epsilon_is_k_times_dp_accountings_epsilon_at_the_solved_delta(k):
+def test_the_lemma_gives_k_times_dp_accountings_epsilon_at_the_solved_delta(k):
     """(eps, delta')-DP per example => (k eps, k e^{(k-1) eps} delta')-DP for k examples (Dwork & Roth 2014, 2.3)."""
-    eps, example_delta = accounting.training_epsilon_and_delta(*GROUP_RUN.values(), group_size=k)
+    eps, example_delta = lemma_epsilon(k)
     steps = math.ceil(10 * 3989 / 32)
     per_example = rdp.RdpAccountant().compose(reference_event(32 / 3989, 2.0, steps)).get_epsilon(example_delta)
     assert eps == pytest.approx(k * per_example, rel=1e-12)
@@ -265,28 +276,56 @@ def test_group_epsilon_is_k_times_dp_accountings_epsilon_at_the_solved_delta(k):
     assert eps >= k * ot.get_privacy_budget(**GROUP_RUN, verbose=False)  # delta' < target: never below k eps
 
 
-def test_group_epsilon_grows_with_the_group():
-    values = [ot.get_privacy_budget(**GROUP_RUN, group_size=k, verbose=False) for k in range(1, 9)]
-    assert all(a < b for a, b in zip(values, values[1:], strict=False)), values
-
-
-def test_group_epsilon_with_pld_is_a_valid_bound_no_larger_than_rdps():
-    pld_eps, example_delta = accounting.training_epsilon_and_delta(*GROUP_RUN.values(), accountant="pld", group_size=4)
-    rdp_eps = ot.get_privacy_budget(**GROUP_RUN, group_size=4, verbose=False)
-    assert pld_eps <= rdp_eps + 1e-9
+def test_the_lemma_with_pld_is_a_valid_bound_no_larger_than_rdps():
+    pld_eps, example_delta = lemma_epsilon(4, "pld")
+    assert pld_eps <= lemma_epsilon(4)[0] + 1e-9
     assert 4 * math.exp(3 * pld_eps / 4) * example_delta <= 1e-6 * (1 + 1e-12)
+
+
+@needs_mixture
+def test_the_mixture_for_one_example_is_dp_accountings_poisson_sampled_gaussian():
+    steps = math.ceil(10 * 3989 / 32)
+    mixture = group_privacy.mixture_epsilon(32 / 3989, 2.0, steps, 1, 1e-6)
+    reference = pld.PLDAccountant().compose(reference_event(32 / 3989, 2.0, steps)).get_epsilon(1e-6)
+    assert reference <= mixture <= reference * 1.01  # a coarser pessimistic PLD: an upper bound, close
+
+
+@needs_mixture
+@pytest.mark.parametrize("k", [4, 12])
+def test_the_group_epsilon_is_the_smaller_valid_conversion(k):
+    eps, example_delta = accounting.training_epsilon_and_delta(*GROUP_RUN.values(), group_size=k)
+    mixture = group_privacy.mixture_epsilon(32 / 3989, 2.0, math.ceil(10 * 3989 / 32), k, 1e-6)
+    lemma, _ = lemma_epsilon(k)
+    assert eps == min(mixture, lemma)
+    assert mixture < lemma and example_delta is None  # on this run the mixture is the tighter one
+    assert eps > k * 0.5 * ot.get_privacy_budget(**GROUP_RUN, accountant="pld", verbose=False)
+
+
+def test_group_epsilon_grows_with_the_group():
+    values = [ot.get_privacy_budget(**GROUP_RUN, group_size=k, verbose=False) for k in (1, 2, 4, 8)]
+    assert all(a < b for a, b in zip(values, values[1:], strict=False)), values
 
 
 def test_verbose_output_says_what_a_group_protects(capsys):
     ot.get_privacy_budget(**GROUP_RUN, group_size=12, verbose=True)
     out = capsys.readouterr().out
     assert "GROUP_SIZE = 12: protects any 12 examples together" in out
-    assert "Dwork & Roth" in out and out.startswith("=> EPSILON_REQUIRED = ")
+    method = "binomial mixture of Gaussians" if group_privacy.MIXTURE_AVAILABLE else "Dwork & Roth"
+    assert method in out and out.startswith("=> EPSILON_REQUIRED = ")
 
 
-def test_a_group_beyond_the_lemmas_reach_is_refused_clearly():
+def test_a_long_run_has_a_group_guarantee_only_by_the_mixture():
+    """The blog's run (noise 1.1, 12-step windows): the lemma never reaches delta = 1e-6."""
     with pytest.raises(ValueError, match="no per-example delta makes the group guarantee reach target_delta"):
-        ot.get_privacy_budget(3989, 32, 10, 1.1, 1e-6, group_size=12, verbose=False)
+        group_privacy.group_epsilon(
+            accounting.epsilon_curve(accounting.dp_sgd_event(32 / 3989, 1.1, 1247), "rdp", 1e-7), 12, 1e-6
+        )
+    if not group_privacy.MIXTURE_AVAILABLE:
+        with pytest.raises(ValueError, match="no per-example delta"):
+            ot.get_privacy_budget(3989, 32, 10, 1.1, 1e-6, group_size=12, verbose=False)
+        return
+    eps = ot.get_privacy_budget(3989, 32, 10, 1.1, 1e-6, group_size=12, verbose=False)
+    assert 12 * ot.get_privacy_budget(3989, 32, 10, 1.1, 1e-6, accountant="pld", verbose=False) / 2 < eps < 100
 
 
 @pytest.mark.parametrize(

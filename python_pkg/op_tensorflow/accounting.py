@@ -236,7 +236,11 @@ def epsilon_curve(event: dp_accounting.DpEvent, accountant: str, delta_hint: flo
 def training_epsilon_and_delta(
     sample_size, batch_size, num_epochs, noise_multiplier, target_delta=1e-5, *, accountant="rdp", group_size=1
 ) -> tuple[float, float]:
-    """``(epsilon, per-example delta)`` of a planned run for groups of ``group_size`` (see ``group_privacy``)."""
+    """``(epsilon, per-example delta)`` of a planned run for groups of ``group_size`` (see ``group_privacy``).
+
+    The per-example delta is the lemma's ``delta'``, or None when the binomial mixture of Gaussians
+    (which accounts the group directly at ``target_delta``) gives the smaller epsilon.
+    """
     n, b, e, sigma, delta = _validate_training(sample_size, batch_size, num_epochs, noise_multiplier, target_delta)
     _checks.one_of("accountant", accountant, ACCOUNTANTS)
     k = group_privacy.check_group_size(group_size, n)
@@ -245,8 +249,17 @@ def training_epsilon_and_delta(
         return epsilon_for_event(event, delta, accountant), delta
     check_noise_range(event)
     with _numerical_range(repr(event)):
+        mixture = group_privacy.mixture_epsilon(b / n, sigma, steps_for(n, b, e), k, delta)
         curve = epsilon_curve(event, accountant, delta / k)
-    return group_privacy.group_epsilon(curve, k, delta)
+        try:
+            lemma, example_delta = group_privacy.group_epsilon(curve, k, delta)
+        except ValueError:
+            if mixture is None:
+                raise
+            return mixture, None
+    if mixture is not None and mixture <= lemma:
+        return mixture, None
+    return lemma, example_delta
 
 
 def training_epsilon(
@@ -295,10 +308,12 @@ def get_privacy_budget(
         verbose: Print the estimate and the parameters it used.
         group_size: Protect any ``group_size`` examples together (default 1: one example), e.g.
             the window length when each observation appears in up to that many sliding-window
-            examples. The (epsilon, delta)-DP group-privacy lemma (Dwork & Roth 2014, Sec. 2.3)
-            turns dp_accounting's per-example (eps, delta') into
-            ``(k eps, k exp((k-1) eps) delta')``, with ``delta'`` chosen so that the group delta
-            is ``target_delta`` (see :mod:`op_tensorflow.group_privacy`).
+            examples. The smaller of two valid conversions (see :mod:`op_tensorflow.group_privacy`):
+            the Poisson-sampled binomial mixture of Gaussians, composed by dp_accounting's PLD
+            accountant (dp-accounting >= 0.5), and the (epsilon, delta) group-privacy lemma
+            (Dwork & Roth 2014, Sec. 2.3) on dp_accounting's per-example (eps, delta'), giving
+            ``(k eps, k exp((k-1) eps) delta')`` with ``delta'`` chosen so that the group delta
+            is ``target_delta``.
 
     Returns:
         The epsilon the run will spend at ``target_delta`` (for groups of ``group_size``).
@@ -346,10 +361,15 @@ def budget_statement(
     )
     if show(group_size) == 1:
         return text
+    how = (
+        "by the Poisson-sampled binomial mixture of Gaussians (dp_accounting's MixtureOfGaussiansDpEvent, PLD)"
+        if example_delta is None
+        else f"by group privacy from the per-example guarantee at delta = {float(example_delta):.3g} "
+        "(Dwork & Roth 2014, Sec. 2.3)"
+    )
     return text + (
         f"\nGROUP_SIZE = {show(group_size)}: protects any {show(group_size)} examples together (e.g. all the "
-        f"windows holding one observation), by group privacy from the per-example guarantee at "
-        f"delta = {float(example_delta):.3g} (Dwork & Roth 2014, Sec. 2.3)"
+        f"windows holding one observation), {how}"
     )
 
 

@@ -12,10 +12,14 @@
 #' @param verbose Print the estimate and its parameters.
 #' @param group_size Protect any `group_size` examples together (default 1: one example), e.g.
 #'   the window length when each observation appears in up to that many sliding-window
-#'   examples. The group-privacy lemma for (epsilon, delta)-DP (Dwork & Roth 2014, Sec. 2.3):
-#'   per-example (eps, delta') gives (k eps, k exp((k - 1) eps) delta') for groups of k, with
-#'   delta' solved so that the group delta is `target_delta`, and eps from dp_accounting. When no
-#'   delta' reaches `target_delta` (too little noise for the group) a `ValueError` says so.
+#'   examples. The smaller of two valid conversions: the Poisson-sampled binomial mixture of
+#'   Gaussians (each step adds the clipped gradients of a Binomial(k, q) number of the group's
+#'   examples; dp_accounting's `MixtureOfGaussiansDpEvent` with its PLD accountant, dp-accounting
+#'   >= 0.5; Schuchardt et al., NeurIPS 2024), and the group-privacy lemma for (epsilon, delta)-DP
+#'   (Dwork & Roth 2014, Sec. 2.3): per-example (eps, delta') gives (k eps, k exp((k - 1) eps)
+#'   delta') for groups of k, with delta' solved so that the group delta is `target_delta`. With
+#'   dp-accounting < 0.5 only the lemma is available; when no delta' reaches `target_delta` a
+#'   `ValueError` says so.
 #' @return Epsilon, a number (for groups of `group_size` examples).
 #' @examplesIf op_tensorflow_available()
 #' get_privacy_budget(100000, 4, 20, 1.2, 1e-5)

@@ -71,16 +71,19 @@ test_that("get_privacy_budget(group_size =) protects groups as Python computes i
   py <- reticulate::import("op_tensorflow")$accounting$training_epsilon_and_delta(3989L, 32L, 10L, 2, 1e-6,
                                                                                    group_size = 12L)
   expect_equal(eps12, py[[1]], tolerance = 1e-12)
-  expect_gt(eps12, 12 * one)
-  # the group-privacy identity: 12 * the per-example epsilon at the solved delta'
-  per_example <- reticulate::import("op_tensorflow")$accounting$training_epsilon(3989L, 32L, 10L, 2, py[[2]])
-  expect_equal(eps12, 12 * per_example, tolerance = 1e-10)
+  expect_gt(eps12, 6 * one)
+  if (!is.null(py[[2]])) { # the lemma was the tighter: 12 * the per-example epsilon at the solved delta'
+    per_example <- reticulate::import("op_tensorflow")$accounting$training_epsilon(3989L, 32L, 10L, 2, py[[2]])
+    expect_equal(eps12, 12 * per_example, tolerance = 1e-10)
+  }
   expect_true(any(grepl("GROUP_SIZE = 12: protects any 12 examples together", out, fixed = TRUE)))
   eps <- vapply(1:4, function(k) get_privacy_budget(3989, 32, 10, 2, 1e-6, verbose = FALSE, group_size = k), 1)
   expect_true(all(diff(eps) > 0))
   expect_error(get_privacy_budget(3989, 32, 10, 2, 1e-6, group_size = 0), "group_size", class = "ValueError")
   expect_error(get_privacy_budget(3989, 32, 10, 2, 1e-6, group_size = 2.5), "group_size", class = "ValueError")
   expect_error(get_privacy_budget(3989, 32, 10, 2, 1e-6, group_size = "3"), "group_size", class = "TypeError")
-  expect_error(get_privacy_budget(3989, 32, 10, 1.1, 1e-6, group_size = 12, verbose = FALSE),
-               "no per-example delta", class = "ValueError")
+  if (!reticulate::import("op_tensorflow.group_privacy")$MIXTURE_AVAILABLE) { # dp-accounting < 0.5: lemma only
+    expect_error(get_privacy_budget(3989, 32, 10, 1.1, 1e-6, group_size = 12, verbose = FALSE),
+                 "no per-example delta", class = "ValueError")
+  }
 })
