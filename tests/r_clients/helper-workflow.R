@@ -8,8 +8,7 @@ spent <- function(x) {
   report$spent
 }
 
-# Sequences of 12 steps x 6 features in [0, 1] and a heart-rate-like target: as private rows
-# (72 flattened columns; the loader restores the shape) and as a public array n x 12 x 6.
+# Sequences of 12 steps x 6 features in [0, 1] and a heart-rate-like target, as R arrays n x 12 x 6.
 make_sequences <- function(n, seed) {
   set.seed(seed)
   x <- array(runif(n * 12 * 6), dim = c(n, 12, 6))
@@ -17,16 +16,14 @@ make_sequences <- function(n, seed) {
   list(x = x, y = y)
 }
 
+# The same as private data (private_arrays(): the loader keeps the per-example shape c(12, 6)).
+# `pdf` is the private features, whose ledger the loader charges.
 private_sequences <- function(n = 96, epsilon = 20, delta = 1e-6) {
   s <- make_sequences(n, seed = 1)
-  # row-major flattening, the order the loader's feature_shape = c(12, 6) reshapes with
-  flat <- t(apply(s$x, 1, function(m) as.vector(t(m))))
-  df <- as.data.frame(flat)
-  df$hr <- s$y
-  bounds <- c(stats::setNames(rep(list(c(0, 1)), 72), names(df)[1:72]), list(hr = c(60, 100)))
-  pdf <- private_data_frame(df, metadata = bounds, epsilon = epsilon, delta = delta)
-  loader <- private_data_loader(pdf[names(df)[1:72]], pdf$hr, batch_size = 16, seed = 1, feature_shape = c(12, 6))
-  list(pdf = pdf, loader = loader)
+  d <- private_arrays(s$x, s$y, feature_bounds = c(0, 1), label_bounds = c(60, 100), epsilon = epsilon,
+                      delta = delta)
+  loader <- private_data_loader(d$x, d$y, batch_size = 16, seed = 1)
+  list(pdf = d$x, loader = loader)
 }
 
 # The blog's convnet with the client's layer functions (BatchNormalization included, as in the blog).
