@@ -90,8 +90,11 @@ run_blog_workflow <- function() {
     # early stopping (the blog's callback) charges only the epochs run
     fresh <- private_sequences()
     stopper <- callback_early_stopping(monitor = "epsilon", mode = "min", patience = 0)
-    history <- dp %>% fit(fresh$loader, epochs = 4, verbose = 0, callbacks = list(stopper))
+    seen <- numeric()
+    logger <- callback_lambda(on_epoch_end = function(epoch, logs) seen <<- c(seen, logs$epsilon))
+    history <- dp %>% fit(fresh$loader, epochs = 4, verbose = 0, callbacks = list(stopper, logger))
     expect_length(history$metrics$epsilon, 2L)
+    expect_equal(seen, history$metrics$epsilon) # an R callback sees each epoch's logs
     expect_equal(spent(fresh$pdf), history$metrics$epsilon[2], tolerance = 1e-9)
   })
 
