@@ -38,7 +38,11 @@ generics::fit
 #' * `predict()` calls [dp_predict()]: an R matrix for public data, a private data frame for
 #'   private data.
 #' * `evaluate()` calls [dp_evaluate()]: Keras metrics on public data, DP metrics on private data
-#'   (with `eps`).
+#'   (with `eps`, and `error_bound` for a regression's DP mean absolute and squared errors). The
+#'   keras and keras3 packages export the tensorflow package's `evaluate()`; attached after them,
+#'   optensorflow's `evaluate()` masks it and hands every other object (e.g. an ordinary keras
+#'   model) on to it, and attached before them, theirs reaches private models through the method
+#'   registered for it: either way `evaluate()` works on both.
 #' * `summary()` prints the Keras layer summary with the DP-SGD configuration and the epsilon
 #'   spent; `format()` gives the one-line description; `plot()` draws the layer stack.
 #'
