@@ -154,13 +154,18 @@ vignettes-tf-keras: setup
 
 # The real R keras clients, each in its private library .r-clients/<client> (install.sh is idempotent:
 # a stamp per client). Skipped with a message where $(R_CLIENTS_SRC) is absent (e.g. a user's clone).
+# Both install side by side (about 1 min each on one core, from source); r-deps has installed their
+# Debian dependencies, so install.sh runs no apt-get (two at once would contend for dpkg's lock).
 r-clients: r-deps
 	@if [ ! -f $(R_CLIENTS_SRC)/install.sh ]; then \
 	  echo "$(R_CLIENTS_SRC)/install.sh not found: the R keras clients are not installed (their tests skip)"; \
 	else \
+	  pids=""; \
 	  for c in $(R_CLIENTS); do \
-	    bash $(R_CLIENTS_SRC)/install.sh $$c $(CURDIR)/.r-clients/$$c || exit 1; \
+	    bash $(R_CLIENTS_SRC)/install.sh $$c $(CURDIR)/.r-clients/$$c & pids="$$pids $$!"; \
 	  done; \
+	  for p in $$pids; do wait $$p || exit 1; done; \
+	  echo "R keras clients installed in .r-clients/: $(R_CLIENTS)"; \
 	fi
 
 # The R verbs, history and keras objects with the real clients: R keras 2.15 on Keras 2 (tf_keras),
