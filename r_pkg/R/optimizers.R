@@ -32,7 +32,7 @@
 #' @examplesIf op_tensorflow_available() && optensorflow_stack()$keras == "tf_keras"
 #' \donttest{
 #' k <- keras_module()
-#' model <- k$Sequential(list(k$layers$Dense(1L, input_shape = list(3L))))
+#' model <- k$Sequential(list(k$Input(shape = list(3L)), k$layers$Dense(1L)))
 #' opt <- dp_adam_gaussian_optimizer(l2_norm_clip = 1, noise_multiplier = 1.1,
 #'                                   num_microbatches = 16, learning_rate = 0.01)
 #' model$compile(optimizer = opt,

@@ -72,6 +72,11 @@ r_phrases <- c(
     "; or restart R and set options(optensorflow.keras = \"tf_keras\") before library(optensorflow) to use Keras 2",
   "op_tensorflow.fix_model(model)" = "fix_model(model)",
   "PrivateKerasModel(..., " = "private_keras_model(..., ",
+  "PrivateDataLoader(features, labels, " = "private_data_loader(features, labels, ",
+  "tf.keras.layers.GroupNormalization" = "layer_group_normalization()",
+  "(e.g. tf.keras.optimizers.Adam)" = "(e.g. optimizer_adam())",
+  "tf.keras.metrics.MeanAbsoluteError()" = "metric_mean_absolute_error()",
+  "numeric arrays (x, y)" = "numeric arrays list(x, y)",
   "PrivateDataLoader(..., " = "private_data_loader(..., ",
   "PrivateDataFrame(df, metadata=..., budget=...)" = "private_data_frame(df, metadata = ..., epsilon = ..., delta = ...)",
   "PrivateDataFrame(df, budget=...)" = "private_data_frame(df, epsilon = ..., delta = ...)",
@@ -108,6 +113,8 @@ r_phrased <- function(msg) {
   while (grepl("(= |c\\((?:\"[^\"]*\", )*)'([^'\\s]*)'", msg, perl = TRUE)) {
     msg <- sub_all("(= |c\\((?:\"[^\"]*\", )*)'([^'\\s]*)'", "\\1\"\\2\"", msg)
   }
+  # other single-quoted names (Python's repr of a string): 'mae' -> "mae"
+  msg <- sub_all("(?<![\\w'])'([A-Za-z_][\\w.]*)'(?![\\w'])", "\"\\1\"", msg)
   # shapes: "shape (12, 6)" / "feature_shape (73,)" -> c(12, 6) / c(73)
   msg <- sub_all("(shape |input |labels |got )\\((\\d+(?:, \\d+)*),?\\)", "\\1c(\\2)", msg)
   # Python type names in "got <type>": the R types they come from

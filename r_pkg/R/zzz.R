@@ -20,7 +20,11 @@
 #'
 #' Python exceptions arrive as R errors classed by the exception's name, e.g.
 #' `tryCatch(..., BudgetExceededError = function(e) ..., PrivacyError = function(e) ...)`;
-#' Python warnings arrive as R warnings.
+#' Python warnings arrive as R warnings. Their messages are shown in R spelling: the Python API's
+#' names and syntax in hints (`PrivateKerasModel(..., fix=True)`, `metrics=['accuracy']`, "(x, y)
+#' tuple") read as R's (`private_keras_model(..., fix = TRUE)`, `metrics = "accuracy"`,
+#' `list(x, y)`). TensorFlow's start-up messages (oneDNN, CUDA, CPU instructions) are kept out of
+#' the session; see "TensorFlow's start-up messages" in [optensorflow_stack()] to see them.
 #' @keywords internal
 "_PACKAGE"
 

@@ -52,7 +52,7 @@ test_that("[, [[ and $ select columns as private frames and series", {
   expect_error(pdf[c("x1", "nope")], "unknown column", class = "KeyError")
   expect_error(pdf[["nope"]], "unknown column", class = "KeyError")
   expect_error(pdf[[c("x1", "x2")]], "exactly one column", class = "ValueError")
-  expect_error(pdf$nope, "no attribute 'nope'", class = "AttributeError")
+  expect_error(pdf$nope, 'no attribute "nope"', class = "AttributeError")
   # methods of the Python object stay reachable through $
   expect_identical(unlist(pdf$shape), c(100L, 4L))
   # columns can be derived and assigned

@@ -7,7 +7,7 @@ fit_plain_keras <- function(optimizer) {
   set.seed(5)
   x <- matrix(runif(64 * 3), ncol = 3)
   y <- x %*% c(1, -1, 0.5)
-  net <- k$Sequential(list(k$layers$Dense(1L, input_shape = list(3L))))
+  net <- k$Sequential(list(k$Input(shape = list(3L)), k$layers$Dense(1L)))
   # the blog's per-example loss
   loss <- k$losses$MeanSquaredError(reduction = k$losses$Reduction$NONE)
   net$compile(optimizer = optimizer, loss = loss)
@@ -72,7 +72,7 @@ test_that("dp_gradient_descent_gaussian_optimizer trains a plain Keras model (Ke
 test_that("DP optimizer arguments are checked by Python, with classed errors (Keras 2)", {
   skip_if_no_op_tensorflow()
   k <- keras_module()
-  model <- private_keras_model(k$Sequential(list(k$layers$Dense(1L, input_shape = list(3L)))))
+  model <- private_keras_model(k$Sequential(list(k$Input(shape = list(3L)), k$layers$Dense(1L))))
   expect_error(dp_compile(model), "loss must be given", class = "ValueError")
   if (!keras2()) {
     # the mode check comes first: no argument reaches TF Privacy on Keras 3

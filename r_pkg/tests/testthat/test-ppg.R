@@ -106,7 +106,8 @@ test_that("a DP fit on the synthetic sequences runs from R and charges the estim
                                 feature_shape = c(12, 6))
   k <- keras_module()
   model <- k$Sequential(list(
-    k$layers$Conv1D(8L, 3L, activation = "relu", input_shape = list(12L, 6L)),
+    k$Input(shape = list(12L, 6L)),
+    k$layers$Conv1D(8L, 3L, activation = "relu"),
     k$layers$BatchNormalization(),
     k$layers$GlobalAveragePooling1D(),
     k$layers$Dense(1L)
