@@ -134,6 +134,24 @@ def keras_input_errors(name: str):
         raise ValueError(f"{name}: the model cannot use this input ({type(err).__name__}: {err})") from None
 
 
+def weight_arrays(weights, model) -> list[np.ndarray]:
+    """``weights`` as float32 arrays shaped like ``model.get_weights()``'s, refused with the expected shapes."""
+    expected = [w.shape for w in model.get_weights()]
+    if not isinstance(weights, (list, tuple)) or len(weights) != len(expected):
+        raise ValueError(
+            f"weights must be a list of {len(expected)} arrays (as get_weights() returns), got "
+            f"{type(weights).__name__}{f' of length {len(weights)}' if isinstance(weights, (list, tuple)) else ''}."
+        )
+    try:
+        arrays = [np.asarray(w, dtype=np.float32) for w in weights]
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"weights must hold numeric arrays: {err}") from None
+    shapes = [a.shape for a in arrays]
+    if shapes != expected:
+        raise ValueError(f"weights have shapes {shapes}, but the model's weights have shapes {expected}.")
+    return arrays
+
+
 def check_validation_data(data, model) -> None:
     """Public ``(x, y)`` arrays that fit the model, checked before any budget is reserved."""
     if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):

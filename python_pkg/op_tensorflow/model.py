@@ -15,7 +15,6 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable
 
-import dp_accounting
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -91,20 +90,7 @@ class PrivateKerasModel:
 
     def set_weights(self, weights) -> None:
         """Sets the Keras model's weights from a list of arrays shaped like ``get_weights()``'s."""
-        expected = [w.shape for w in self._model.get_weights()]
-        if not isinstance(weights, (list, tuple)) or len(weights) != len(expected):
-            raise ValueError(
-                f"weights must be a list of {len(expected)} arrays (as get_weights() returns), got "
-                f"{type(weights).__name__}{f' of length {len(weights)}' if isinstance(weights, (list, tuple)) else ''}."
-            )
-        try:
-            arrays = [np.asarray(w, dtype=np.float32) for w in weights]
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"weights must hold numeric arrays: {err}") from None
-        shapes = [a.shape for a in arrays]
-        if shapes != expected:
-            raise ValueError(f"weights have shapes {shapes}, but the model's weights have shapes {expected}.")
-        self._model.set_weights(arrays)
+        self._model.set_weights(arguments.weight_arrays(weights, self._model))
 
     def summary(self, *args, **kwargs):
         return self._model.summary(*args, **kwargs)
@@ -278,20 +264,8 @@ class PrivateKerasModel:
                     charged_steps = steps_done
                 callback_list.on_train_end()
         finally:  # also on a crash: what stays charged on the ledger is counted in privacy
-            self._record(reservation.event, charged_steps, q, ledger)
+            training.record_run(self, reservation.event, charged_steps, q, ledger)
         return self._model.history
-
-    def _record(self, event, steps: int, sampling_rate: float, ledger) -> None:
-        """Counts a charged run in ``privacy``: epsilon of all charged runs at the ledger's delta and accountant."""
-        self._events.append(event)
-        self.privacy.update(
-            delta=ledger.delta,
-            sampling_rate=sampling_rate,
-            steps=self.privacy["steps"] + steps,
-            epsilon=accounting.epsilon_for_event(
-                dp_accounting.ComposedDpEvent(self._events), ledger.delta, ledger.accountant
-            ),
-        )
 
     # -- inference ------------------------------------------------------------------------
     def _features(self, frame) -> np.ndarray:

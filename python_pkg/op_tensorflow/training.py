@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import warnings
 
+import dp_accounting
 import numpy as np
 import tensorflow as tf
 
 from op_tensorflow import accounting, clipping
 from op_tensorflow.loader import PrivateDataLoader
 
-__all__ = ["build_train_chunk", "callback_list", "train_epochs"]
+__all__ = ["build_train_chunk", "callback_list", "record_run", "train_epochs"]
 
 
 def callback_list(callbacks, model, params: dict) -> tf.keras.callbacks.CallbackList:
@@ -129,3 +130,16 @@ def train_epochs(dp_model, loader, epochs, steps_per_execution, callbacks, param
         if dp_model._model.stop_training:
             break
     return steps_done
+
+
+def record_run(dp_model, event, steps: int, sampling_rate: float, ledger) -> None:
+    """Counts a charged run in ``dp_model.privacy``: epsilon of all its charged runs at the ledger's delta."""
+    dp_model._events.append(event)
+    dp_model.privacy.update(
+        delta=ledger.delta,
+        sampling_rate=sampling_rate,
+        steps=dp_model.privacy["steps"] + steps,
+        epsilon=accounting.epsilon_for_event(
+            dp_accounting.ComposedDpEvent(dp_model._events), ledger.delta, ledger.accountant
+        ),
+    )
