@@ -1,18 +1,13 @@
 """op_tensorflow: differentially private deep learning for TensorFlow/Keras."""
 
 from op_tensorflow import _tf_privacy_hook  # noqa: F401  (first: before any module imports TF Privacy)
-from op_tensorflow.accounting import (
-    compute_dp_sgd_privacy,
-    compute_rdp,
-    get_privacy_budget,
-    get_privacy_spent,
-    noise_multiplier_for_epsilon,
-)
+from op_tensorflow.accounting import get_privacy_budget, noise_multiplier_for_epsilon
 from op_tensorflow.arrays import private_arrays
 from op_tensorflow.budget import PrivacyBudget
 from op_tensorflow.errors import BudgetExceededError, PrivacyError, PrivacyWarning
 from op_tensorflow.frame import PrivateDataFrame, PrivateSeries, test_train_split, train_test_split
 from op_tensorflow.loader import PrivateDataLoader
+from op_tensorflow.tf_privacy_accounting import compute_dp_sgd_privacy, compute_rdp, get_privacy_spent
 
 __version__ = "0.1.0"
 

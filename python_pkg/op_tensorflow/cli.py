@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from op_tensorflow.accounting import ACCOUNTANTS, CONVERSIONS, compute_dp_sgd_privacy, steps_for
+from op_tensorflow.accounting import ACCOUNTANTS, steps_for
+from op_tensorflow.tf_privacy_accounting import CONVERSIONS, compute_dp_sgd_privacy
 
 
 def compute_dp_sgd_privacy_main(argv: Sequence[str] | None = None) -> int:
