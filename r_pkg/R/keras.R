@@ -145,15 +145,16 @@ ensure_keras_mode <- function() {
 #' * when the package loads, it sets TensorFlow's documented switch `TF_CPP_MIN_LOG_LEVEL` to `1`
 #'   (hide TensorFlow's C++ INFO logs; warnings and errors are still shown), unless you set it;
 #' * TensorFlow >= 2.19 writes some of those lines before its logging reads
-#'   `TF_CPP_MIN_LOG_LEVEL`, and the "Unable to register" lines are errors, so while the first
-#'   optensorflow call imports TensorFlow (and TensorFlow looks for devices), standard error goes
+#'   `TF_CPP_MIN_LOG_LEVEL`, and the "Unable to register" lines are errors, so while TensorFlow is
+#'   first imported (by optensorflow, or by keras3, tensorflow or `reticulate::import()` after
+#'   `library(optensorflow)`: an import hook sees it) and looks for devices, standard error goes
 #'   to a file and is copied back without exactly those start-up lines. Every other line, errors
 #'   and warnings included, is passed on. (If R crashes in between, the lines are in
 #'   `tempdir()/tf-startup-*.log`.)
 #'
 #' To see everything, set `options(optensorflow.tf_startup_log = TRUE)` or
 #' `Sys.setenv(TF_CPP_MIN_LOG_LEVEL = "0")` before `library(optensorflow)`. Nothing is filtered
-#' if something else imported TensorFlow first.
+#' if TensorFlow was imported before optensorflow was loaded.
 #'
 #' @return A named list of character strings: `python`, `tensorflow`, `keras_version`, `keras`
 #'   (`"keras3"` or `"tf_keras"`, meaning Keras 2: the `tf_keras` package, or TensorFlow 2.15's
@@ -193,9 +194,9 @@ optensorflow_stack <- function() {
 # lines logged before absl::InitializeLog() either (tensorflow/tensorflow#100442). So:
 # * TF_CPP_MIN_LOG_LEVEL = 1 (INFO hidden, warnings and errors shown) when the user has not set it,
 #   before Python starts (.onLoad);
-# * while optensorflow imports TensorFlow (and TensorFlow looks for devices), stderr goes to a file
-#   and is copied back afterwards without the known start-up lines above; every other line (real
-#   errors and warnings) is passed on.
+# * while TensorFlow is first imported (by anyone: an import hook on sys.meta_path, installed when
+#   Python starts) and looks for devices, stderr goes to a file and is copied back afterwards
+#   without the known start-up lines above; every other line (real errors and warnings) is passed on.
 # options(optensorflow.tf_startup_log = TRUE) before the first call, or TF_CPP_MIN_LOG_LEVEL = 0,
 # shows everything.
 
@@ -237,67 +238,158 @@ def filter_tf_startup(text, patterns, no_driver):
         kept.append(line)
     return "".join(kept)
 
-def import_tensorflow_quietly(log_path, patterns, no_driver, filter_tf_startup=filter_tf_startup):
-    """Imports TensorFlow (and lists its devices) with stderr (fd 2) sent to log_path, then writes
-    the log back to stderr without the start-up noise. Import errors are left to the caller."""
-    import os, sys
-    if "tensorflow" in sys.modules:
-        return False
+
+def quietly(fn, log_dir, patterns, no_driver):
+    """Runs fn() with stderr (fd 2) sent to a file in log_dir, then writes the file back to stderr
+    without the start-up noise (also when fn raises, which is re-raised)."""
+    import os, sys, tempfile
+
     def flush():
         try:
             sys.stderr.flush()
         except Exception:
             pass
+
     flush()
+    fd, log_path = tempfile.mkstemp(prefix="tf-startup-", suffix=".log", dir=log_dir)
     saved = os.dup(2)
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.dup2(log, 2)
+        os.dup2(fd, 2)
         try:
-            import tensorflow as tf
-            tf.config.list_physical_devices()
-        except Exception:
-            pass  # the caller imports op_tensorflow next and reports the error
+            return fn()
         finally:
             flush()
             os.dup2(saved, 2)
     finally:
-        os.close(log)
+        os.close(fd)
         os.close(saved)
-    with open(log_path, "rb") as f:
-        text = f.read().decode("utf-8", "replace")
-    os.remove(log_path)
-    kept = filter_tf_startup(text, patterns, no_driver)
-    if kept:
-        os.write(2, kept.encode("utf-8", "replace"))
+        with open(log_path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        os.remove(log_path)
+        kept = filter_tf_startup(text, patterns, no_driver)
+        if kept:
+            os.write(2, kept.encode("utf-8", "replace"))
+
+
+class QuietTensorFlowFinder:
+    """A sys.meta_path finder for the first import of the tensorflow package, by anyone (this
+    package, keras3, reticulate::import()): its loader runs the __init__ of TensorFlow (and the device
+    lookup) through quietly(). It removes itself once TensorFlow is imported."""
+
+    def __init__(self, log_dir, patterns, no_driver):
+        self.args = (log_dir, patterns, no_driver)
+
+    def find_spec(self, name, path=None, target=None):
+        import sys
+        if name != "tensorflow":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = QuietLoader(spec.loader, self)
+        return spec
+
+    def remove(self):
+        import sys
+        while self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+class QuietLoader:
+    def __init__(self, loader, finder):
+        self.loader = loader
+        self.finder = finder
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        def run():
+            try:
+                self.loader.exec_module(module)
+            finally:
+                module.__loader__ = self.loader  # the real loader, for importlib.resources etc.
+                if getattr(module, "__spec__", None) is not None:
+                    module.__spec__.loader = self.loader
+            try:
+                module.config.list_physical_devices()  # where TensorFlow logs the CUDA lookup
+            except Exception:
+                pass
+
+        self.finder.remove()
+        quietly(run, *self.finder.args)
+
+
+def install(log_dir, patterns, no_driver):
+    """Puts the finder first on sys.meta_path unless TensorFlow is imported (or it is there)."""
+    import sys
+    if "tensorflow" in sys.modules:
+        return False
+    if any(isinstance(f, QuietTensorFlowFinder) for f in sys.meta_path):
+        return True
+    sys.meta_path.insert(0, QuietTensorFlowFinder(log_dir, patterns, no_driver))
     return True
 '
 
+# The code above as a Python module (its functions find each other as module globals); its
+# namespace dict, e.g. tf_startup_filter()[["install"]].
 tf_startup_filter <- function() {
   if (is.null(.state$tf_filter)) {
-    env <- reticulate::py_run_string(tf_startup_filter_code, local = TRUE, convert = FALSE)
-    .state$tf_filter <- env
+    module <- reticulate::import("types", convert = FALSE)$ModuleType("optensorflow_tf_startup")
+    namespace <- reticulate::py_get_attr(module, "__dict__")
+    reticulate::import_builtins(convert = FALSE)$exec(tf_startup_filter_code, namespace)
+    .state$tf_filter <- namespace
   }
   .state$tf_filter
 }
 
-# Called by ensure_keras_mode() once Python runs with the Keras mode settled, before anything
-# imports TensorFlow. If R crashes while TensorFlow starts, its messages are in the file
-# tempdir()/tf-startup-*.log.
-import_tensorflow_quietly <- function() {
-  if (isTRUE(getOption("optensorflow.tf_startup_log")) || identical(Sys.getenv("TF_CPP_MIN_LOG_LEVEL"), "0")) {
-    return(invisible(FALSE))
+tf_startup_log_wanted <- function() {
+  isTRUE(getOption("optensorflow.tf_startup_log")) || identical(Sys.getenv("TF_CPP_MIN_LOG_LEVEL"), "0")
+}
+
+# Installs the import hook for TensorFlow's first import: from .onLoad through reticulate's
+# "reticulate.onPyInit" hook (right after Python starts, whoever starts it: optensorflow, keras3,
+# reticulate::import()), or at once if Python runs already, and again from ensure_keras_mode().
+# Never fails: without it, TensorFlow's lines just show.
+install_tf_startup_filter <- function() {
+  if (tf_startup_log_wanted()) return(invisible(FALSE))
+  done <- tryCatch({
+    filter <- tf_startup_filter()
+    reticulate::py_to_r(filter[["install"]](normalizePath(tempdir()), as.list(tf_startup_noise), tf_no_driver_noise))
+  }, error = function(e) FALSE)
+  invisible(isTRUE(done))
+}
+
+tf_startup_filter_on_load <- function() {
+  if (reticulate::py_available(initialize = FALSE)) {
+    install_tf_startup_filter()
+  } else {
+    setHook("reticulate.onPyInit", function() install_tf_startup_filter())
   }
-  if (reticulate::py_eval("'tensorflow' in __import__('sys').modules")) return(invisible(FALSE))
+  invisible()
+}
+
+# Called by ensure_keras_mode() once Python runs with the Keras mode settled: imports TensorFlow
+# through the hook (a no-op if something imported it already). If R crashes while TensorFlow
+# starts, its messages are in the file tempdir()/tf-startup-*.log.
+import_tensorflow_quietly <- function() {
+  if (!install_tf_startup_filter()) return(invisible(FALSE))
   if (reticulate::py_eval("__import__('importlib.util').util.find_spec('tensorflow') is None")) {
     return(invisible(FALSE)) # (reticulate::py_module_available() would import it)
   }
-  filter <- tf_startup_filter()
-  log <- tempfile("tf-startup-", fileext = ".log")
-  done <- tryCatch(
-    reticulate::py_to_r(filter[["import_tensorflow_quietly"]](log, as.list(tf_startup_noise),
-                                                                           tf_no_driver_noise)),
-    error = function(e) FALSE
-  )
-  invisible(isTRUE(done))
+  done <- tryCatch({
+    reticulate::import("tensorflow")
+    TRUE
+  }, error = function(e) FALSE) # the caller imports op_tensorflow next and reports the error
+  invisible(done)
 }

@@ -37,6 +37,7 @@ op <- NULL
 .onLoad <- function(libname, pkgname) {
   keras_mode_on_load()           # TF_USE_LEGACY_KERAS, before reticulate starts Python
   tf_log_level_on_load()         # TF_CPP_MIN_LOG_LEVEL = 1 unless set (see import_tensorflow_quietly())
+  tf_startup_filter_on_load()    # TensorFlow's start-up lines filtered at its first import, by anyone
   declare_requirements_on_load() # reticulate >= 1.41: py_require() for the ephemeral environment
   op <<- reticulate::import("op_tensorflow", delay_load = TRUE)
   tf_keras_aliases_on_load()     # R keras 2.15's methods for tf_keras's classes (keras_objects.R)

@@ -203,6 +203,33 @@ test_that("TensorFlow's start-up noise stays out of a fresh R session's stderr; 
   expect_true("TF_CPP_MIN_LOG_LEVEL 1 " %in% out) # set because the user had not set it
 })
 
+test_that("TensorFlow's start-up noise is filtered when something else imports TensorFlow first", {
+  skip_if_no_op_tensorflow()
+  script <- tempfile(fileext = ".R")
+  err <- tempfile(fileext = ".txt")
+  on.exit(unlink(c(script, err)))
+  writeLines(c(
+    sprintf(".libPaths(%s)", deparse(.libPaths(), width.cutoff = 500L)),
+    "library(optensorflow)",
+    "tf <- reticulate::import('tensorflow')  # as keras3 or the tensorflow package would",
+    "invisible(tf$constant(1))",
+    "sys <- reticulate::import('sys')",
+    "cat('LOADER', class(tf$`__spec__`$loader)[1], '\n')",   # the real loader is back
+    "cat('HOOKS', sum(grepl('Quiet', vapply(sys$meta_path, function(f) class(f)[1], ''))), '\n')",
+    "cat('STACK', optensorflow_stack()$keras, '\n')"
+  ), script)
+  out <- suppressWarnings(system2(file.path(R.home("bin"), "Rscript"), shQuote(script), stdout = TRUE,
+                                  stderr = err, env = "TF_CPP_MIN_LOG_LEVEL="))
+  lines <- readLines(err)
+  for (n in c("oneDNN custom operations", "Could not find cuda drivers", "absl::InitializeLog",
+              "Unable to register", "failed call to cuInit")) {
+    expect_false(any(grepl(n, lines, fixed = TRUE)), label = paste("stderr has", n))
+  }
+  expect_true(any(grepl("^LOADER .*SourceFileLoader", out)))
+  expect_true("HOOKS 0 " %in% out)
+  expect_true(any(startsWith(out, "STACK ")))
+})
+
 test_that("the start-up filter drops only the known TensorFlow lines", {
   skip_if_no_op_tensorflow()
   filter <- tf_startup_filter()[["filter_tf_startup"]]
