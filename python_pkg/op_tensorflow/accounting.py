@@ -246,12 +246,24 @@ def training_epsilon_and_delta(
     with _numerical_range(repr(event)):
         mixture = group_privacy.mixture_epsilon(b / n, sigma, steps_for(n, b, e), k, delta)
         curve = epsilon_curve(event, accountant, delta / k)
+
+    def epsilon_or_inf(example_delta: float) -> float:
+        """The lemma searches down to delta' = 1e-304, where dp_accounting may overflow: no guarantee there."""
         try:
-            lemma, example_delta = group_privacy.group_epsilon(curve, k, delta)
-        except ValueError:
-            if mixture is None:
-                raise
-            return mixture, None
+            with np.errstate(all="ignore"):
+                return curve(example_delta)
+        except (ArithmeticError, ValueError, MemoryError):
+            return math.inf
+
+    try:
+        lemma, example_delta = group_privacy.group_epsilon(epsilon_or_inf, k, delta)
+    except ValueError as err:
+        if mixture is None:
+            raise ValueError(
+                f"{err} With dp-accounting >= 0.5 the much tighter binomial-mixture bound is used instead "
+                "(pip install 'dp-accounting>=0.5')."
+            ) from None
+        return mixture, None
     if mixture is not None and mixture <= lemma:
         return mixture, None
     return lemma, example_delta
