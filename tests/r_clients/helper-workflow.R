@@ -157,3 +157,19 @@ check_custom_metric <- function(metric) {
     expect_true(is.finite(history$metrics$val_mae_r))
   })
 }
+
+# Public tfdatasets datasets (the blog's pipeline) as inputs of predict() and evaluate().
+check_tfdatasets <- function() {
+  test_that("predict() and evaluate() take public tfdatasets datasets", {
+    skip_if_not_installed("tfdatasets")
+    public <- make_sequences(40, seed = 3)
+    dp <- private_keras_model(blog_model(), fix = TRUE, seed = 1)
+    dp %>% compile(optimizer = "adam", loss = "mse", metrics = "mae")
+    features <- tfdatasets::dataset_batch(tfdatasets::tensor_slices_dataset(public$x), 16)
+    both <- tfdatasets::dataset_batch(tfdatasets::tensor_slices_dataset(list(public$x, public$y)), 16)
+    from_arrays <- predict(dp, public$x)
+    expect_equal(predict(dp, features), from_arrays, tolerance = 1e-5)
+    expect_equal(predict(dp, both), from_arrays, tolerance = 1e-5)
+    expect_equal(evaluate(dp, both), evaluate(dp, public$x, public$y), tolerance = 1e-5)
+  })
+}

@@ -13,3 +13,4 @@ skip_if_not(optensorflow_stack()$keras == "tf_keras", "R keras 2.15 needs optens
 run_blog_workflow()
 check_custom_metric(custom_metric("mae_r", function(y_true, y_pred) k_mean(k_abs(y_true - y_pred))))
 check_evaluate_masking("keras")
+check_tfdatasets()

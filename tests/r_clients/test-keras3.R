@@ -11,3 +11,4 @@ skip_if_not(optensorflow_stack()$keras == "keras3", "keras3 needs optensorflow's
 run_blog_workflow()
 check_custom_metric(custom_metric("mae_r", function(y_true, y_pred) op_mean(op_abs(y_true - y_pred))))
 check_evaluate_masking("keras3")
+check_tfdatasets()
