@@ -380,7 +380,7 @@ R_JOB = r"""
                loss = "binary_crossentropy")
     history <- dp_fit(dp_model, loader, epochs = 1, target_delta = p$train_delta)
     after <- dp_predict(dp_model, public)
-    out$history <- as.list(history)
+    out$history <- as.list(as.data.frame(history, format = "wide"))  # epoch, epsilon
     out$predictions_before <- list(values = as.vector(t(before)), dim = dim(before))
     out$predictions <- list(values = as.vector(t(after)), dim = dim(after))
     out$train_report <- privacy_budget(train_pdf)
