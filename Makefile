@@ -51,10 +51,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 demo: setup
 	$(PY) -m op_tensorflow.demo
 
-# The other stacks run side by side (their venvs install while the tf_keras suite runs), each job's
-# output kept together; CI has 2 cores and 35 minutes for all of it.
-test: setup lint check-r test-r-tf-keras test-r-clients vignettes vignettes-tf-keras test-python
-	$(MAKE) --no-print-directory -j3 --output-sync=target test-python-tf-keras test-tf215 test-py312
+# The other stacks, the real-client tests and the tf_keras vignettes run side by side with the tf_keras
+# suite (the longest job), each job's output kept together; CI has 2 cores and 35 minutes for all of it.
+test: setup lint check-r test-r-tf-keras vignettes test-python
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-python-tf-keras test-tf215 test-py312 \
+	  test-r-clients vignettes-tf-keras
 
 setup: r-deps python-deps r-package
 
@@ -135,7 +136,7 @@ VIGNETTES := getting-started dp-heart-rate
 # Knit the vignettes to vignettes/*.html (gitignored) and report each one's time. On Keras 3 with the
 # keras3 client's library when .r-clients/keras3 exists (make r-clients), so that dp-heart-rate runs the
 # blog's R keras code; vignettes-tf-keras knits without clients (the keras_module() fallback).
-vignettes: setup
+vignettes: setup r-clients
 	@for v in $(VIGNETTES); do \
 	  start=$$(date +%s); \
 	  R_LIBS=$$(test -d .r-clients/keras3 && echo $(CURDIR)/.r-clients/keras3:)$$R_LIBS \
