@@ -179,9 +179,12 @@ test-r-clients: setup r-clients
 test-python: setup
 	$(PY) -m pytest -q
 
-# Keras 2 on TF 2.21: the same venv, tf.keras resolved to tf_keras.
+# Keras 2 on TF 2.21: the same venv, tf.keras resolved to tf_keras. The test files that never touch Keras
+# (accounting, ledgers, frames, the CLI, the import structure) run once, in the Keras 3 suite.
+KERAS_FREE_TESTS := tests/test_accounting.py tests/test_budget.py tests/test_cli.py tests/test_frame.py \
+	tests/test_structure.py
 test-python-tf-keras: setup
-	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest -q
+	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest -q $(addprefix --ignore=,$(KERAS_FREE_TESTS))
 
 test-tf215: $(VENV215)/.installed
 	$(VENV215)/bin/python -m pytest -q $(QUICK_TESTS)
