@@ -18,12 +18,22 @@ def graph_sampler(x_rows: np.ndarray, y_rows: np.ndarray, q: float):
     below 1e-20, and is still handled exactly). The batch is in row order. Seeds come
     from the loader's ``_sampling_seed`` (its ``seed=``, else OS entropy) folded with the
     step number, so a run is reproducible exactly when the loader's seed is fixed.
+
+    Under ``tf.distribute`` each replica draws the same global sample (the same seed) and keeps its shard
+    of it (:func:`op_tensorflow.distributed.replica_shard`); on one device the shard is the whole sample.
     """
     import tensorflow as tf
 
+    from op_tensorflow.distributed import replica_shard
+
     x, y, n = tf.constant(x_rows), tf.constant(y_rows), int(x_rows.shape[0])
     if q >= 1.0:  # every row, with the batch dimension unknown as for Poisson batches
-        return lambda seed: tuple(tf.compat.v1.placeholder_with_default(t, [None, *t.shape[1:]]) for t in (x, y))
+
+        def every_row(seed):
+            rows = replica_shard(tf.compat.v1.placeholder_with_default(tf.range(n, dtype=tf.int64), [None]))
+            return tf.gather(x, rows), tf.gather(y, rows)
+
+        return every_row
     chunk = int(q * n + 10 * math.sqrt(n * q * (1 - q)) + 16)
     log1m_q = math.log1p(-q)
 
@@ -45,7 +55,7 @@ def graph_sampler(x_rows: np.ndarray, y_rows: np.ndarray, q: float):
         return tf.cast(tf.boolean_mask(found, found < n), tf.int64)
 
     def sample(seed):
-        rows = positions(seed)
+        rows = replica_shard(positions(seed))
         return tf.gather(x, rows), tf.gather(y, rows)
 
     return sample

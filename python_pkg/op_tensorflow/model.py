@@ -19,7 +19,18 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from op_tensorflow import _checks, accounting, arguments, clipping, dp_metrics, keras_seam, preflight, saving, training
+from op_tensorflow import (
+    _checks,
+    accounting,
+    arguments,
+    clipping,
+    distributed,
+    dp_metrics,
+    keras_seam,
+    preflight,
+    saving,
+    training,
+)
 from op_tensorflow.frame import PrivateDataFrame, PrivateSeries, _raw
 from op_tensorflow.loader import PrivateDataLoader, _as_frame, _column_bounds
 from op_tensorflow.registry import make_registry
@@ -67,6 +78,7 @@ class PrivateKerasModel:
         self._plan = None
         self._plan_key = None
         self._independent_for = None
+        self._run = distributed.Run(None)
         self._trace_count = 0
         self._events = []
         self._registry = make_registry()
@@ -123,7 +135,8 @@ class PrivateKerasModel:
             )
         metrics = arguments.check_metrics(metrics)
         self._loss_fn = arguments.per_example_loss(loss)
-        self._model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        with distributed.strategy_scope(self._model):  # the optimizer's slots live where the model's variables do
+            self._model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         self._optimizer = self._model.optimizer
         self._train_chunk = None
         self._plan = None
@@ -221,6 +234,7 @@ class PrivateKerasModel:
             arguments.check_public(validation_data, "validation_data")
         _checks.one_of("verbose", verbose, (0, 1, 2, "auto"))
         self._ensure_built(loader.input_shape)
+        self._run = run = distributed.run_of(self._model)
         if validation_data is not None:  # checked before reserving: a typo here must not cost a whole run
             arguments.check_validation_data(validation_data, self._model)
         self._run_preflight(loader)  # refuses unsound models before anything is spent
@@ -247,8 +261,10 @@ class PrivateKerasModel:
         params.update(target_delta=target_delta, ledger_delta=ledger.delta, accountant=accountant)
         callback_list = training.callback_list(callbacks, self._model, params)  # before reserving: bad ones raise
         callback_list.on_train_begin()  # a callback's set-up error surfaces before the reservation
+        distributed.agree_on_data(run, loader._x, loader._y)  # multi-worker: same rows everywhere, or refused
+        seeds = training.run_seeds(self, loader, run)
         try:
-            reservation = ledger.reserve(planned, description)  # refuses before any step
+            reservation = distributed.reserve_for_run(run, ledger, planned, description)  # refuses before any step
         except BaseException:
             callback_list.on_train_end()
             raise
@@ -256,8 +272,9 @@ class PrivateKerasModel:
         charged_steps = planned_steps
         try:
             with reservation:
+                distributed.announce_reservation(run, reservation)
                 steps_done = training.train_epochs(
-                    self, loader, epochs, steps_per_execution, callback_list, params, validation_data
+                    self, loader, epochs, steps_per_execution, callback_list, params, validation_data, seeds
                 )
                 if steps_done < planned_steps:
                     reservation.commit(accounting.dp_sgd_event(q, sigma, steps_done))

@@ -15,10 +15,10 @@ import dp_accounting
 import numpy as np
 import tensorflow as tf
 
-from op_tensorflow import accounting, clipping
+from op_tensorflow import accounting, clipping, distributed
 from op_tensorflow.loader import PrivateDataLoader
 
-__all__ = ["build_train_chunk", "callback_list", "record_run", "train_epochs"]
+__all__ = ["build_train_chunk", "callback_list", "record_run", "run_seeds", "train_epochs"]
 
 
 def callback_list(callbacks, model, params: dict) -> tf.keras.callbacks.CallbackList:
@@ -48,15 +48,41 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
     """The traced DP-SGD steps of ``dp_model`` on ``loader``: ``(first_step, num_steps, seeds) -> all finite``."""
     model, optimizer, loss_fn, registry = dp_model._model, dp_model._optimizer, dp_model._loss_fn, dp_model._registry
     variables = model.trainable_variables
-    # Slots must exist before the graph loop that applies gradients is traced.
-    if hasattr(optimizer, "build"):
-        optimizer.build(variables)
-    else:  # a tf.keras.optimizers.legacy optimizer
-        optimizer._create_all_weights(variables)
+    # Slots must exist before the graph loop that applies gradients is traced (mirrored, under a strategy).
+    with distributed.strategy_scope(model):
+        if hasattr(optimizer, "build"):
+            optimizer.build(variables)
+        else:  # a tf.keras.optimizers.legacy optimizer
+            optimizer._create_all_weights(variables)
     sample = loader._graph_sampler()
     clip, stddev = dp_model.l2_norm_clip, dp_model.l2_norm_clip * dp_model.noise_multiplier
     path = dp_model._plan.path
     expected_batch = float(loader.batch_size)  # q * n: the divisor must not depend on the data
+    strategy = dp_model._run.strategy
+
+    def step_fn(step, sampling_seed, noise_seed):
+        """One DP-SGD step, or one replica's share of it (see :mod:`op_tensorflow.distributed`)."""
+        x, y = sample(tf.random.experimental.stateless_fold_in(sampling_seed, step))
+        # An empty Poisson batch (or shard) contributes a zero sum (then noise); skipping the model also
+        # avoids TF 2.15's oneDNN convolutions returning wrong shapes for 0-row inputs.
+        grads = tf.cond(
+            tf.shape(x)[0] > 0,
+            lambda: clipping.clipped_gradient_sum(model, x, y, loss_fn, clip, registry=registry, path=path)[0],
+            lambda: [tf.zeros_like(v) for v in variables],
+        )
+        seed = tf.random.experimental.stateless_fold_in(noise_seed, step)
+        first = distributed.is_first_replica()
+        if first is True:
+            contribution = clipping.add_noise(grads, stddev, seed, divide_by=expected_batch)
+        else:  # the noise of the global step is drawn once, by replica 0; the optimizer sums the shares
+            contribution = tf.cond(
+                first,
+                lambda: clipping.add_noise(grads, stddev, seed, divide_by=expected_batch),
+                lambda: [g / expected_batch for g in grads],
+            )
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in contribution])
+        optimizer.apply_gradients(zip(contribution, variables, strict=True))
+        return finite
 
     @tf.function(
         input_signature=[
@@ -71,35 +97,40 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
         dp_model._trace_count += 1  # Python side effect: runs once per trace
         finite = tf.constant(True)
         for step in tf.range(first_step, first_step + num_steps):
-            x, y = sample(tf.random.experimental.stateless_fold_in(sampling_seed, step))
-            # An empty Poisson batch contributes a zero sum (then noise); skipping the model also
-            # avoids TF 2.15's oneDNN convolutions returning wrong shapes for 0-row inputs.
-            grads = tf.cond(
-                tf.shape(x)[0] > 0,
-                lambda x=x, y=y: clipping.clipped_gradient_sum(
-                    model, x, y, loss_fn, clip, registry=registry, path=path
-                )[0],
-                lambda: [tf.zeros_like(v) for v in variables],
+            if strategy is None:
+                finite = tf.logical_and(finite, step_fn(step, sampling_seed, noise_seed))
+            else:  # replicas check their own share; a remote worker's non-finite share shows in the weights
+                flags = strategy.run(step_fn, args=(step, sampling_seed, noise_seed))
+                finite = tf.logical_and(finite, tf.reduce_all(strategy.experimental_local_results(flags)))
+        if strategy is not None:
+            finite = tf.logical_and(
+                finite, tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in model.trainable_variables])
             )
-            noisy = clipping.add_noise(
-                grads, stddev, tf.random.experimental.stateless_fold_in(noise_seed, step), divide_by=expected_batch
-            )
-            finite = tf.logical_and(finite, tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in noisy]))
-            optimizer.apply_gradients(zip(noisy, variables, strict=True))
         return finite
 
     return train_chunk
 
 
-def train_epochs(dp_model, loader, epochs, steps_per_execution, callbacks, params, validation_data) -> int:
+def run_seeds(dp_model, loader, run: distributed.Run) -> tuple[tf.Tensor, tf.Tensor]:
+    """The run's sampling and noise seeds: fresh from the loader's and the model's generators.
+
+    In a multi-worker run every worker takes the chief's (all replicas must draw the same global sample;
+    only replica 0, on the chief, uses the noise seed).
+    """
+    seeds = np.concatenate([loader._sampling_seed(), dp_model._noise_rng.integers(0, 2**62, size=2, dtype=np.int64)])
+    seeds = distributed.broadcast_from_chief(run, seeds)
+    return tf.constant(seeds[:2]), tf.constant(seeds[2:])
+
+
+def train_epochs(dp_model, loader, epochs, steps_per_execution, callbacks, params, validation_data, seeds) -> int:
     """The epochs of ``fit`` (run after the reservation), with callbacks; returns the number of steps run.
 
-    Raises ``FloatingPointError`` when an update is not finite (the caller keeps the run charged).
+    Raises ``FloatingPointError`` when an update is not finite, ``DistributedTrainingError`` when another
+    worker fails (the caller keeps the run charged in both cases).
     """
-    q, sigma = loader.sampling_rate, dp_model.noise_multiplier
+    q, sigma, run = loader.sampling_rate, dp_model.noise_multiplier, dp_model._run
     dp_model._model.stop_training = False
-    sampling_seed = tf.constant(loader._sampling_seed())
-    noise_seed = tf.constant(dp_model._noise_rng.integers(0, 2**62, size=2, dtype=np.int64))
+    sampling_seed, noise_seed = seeds
     steps_done = 0
     for epoch in range(epochs):
         steps = loader.steps_in_epoch(epoch)
@@ -109,12 +140,18 @@ def train_epochs(dp_model, loader, epochs, steps_per_execution, callbacks, param
         while done_in_epoch < steps:
             chunk = min(steps_per_execution, steps - done_in_epoch)
             callbacks.on_train_batch_begin(done_in_epoch)
-            finite = dp_model._train_chunk(
-                tf.constant(steps_done, tf.int64), tf.constant(chunk, tf.int64), sampling_seed, noise_seed
+            during = (
+                f"during steps {steps_done + 1}-{steps_done + chunk}; the whole planned run stays charged to the "
+                "chief's ledger: restart every worker to train again"
             )
+            with distributed.reported_failure(run, during):
+                finite = dp_model._train_chunk(
+                    tf.constant(steps_done, tf.int64), tf.constant(chunk, tf.int64), sampling_seed, noise_seed
+                )
+                finite = bool(finite)
             steps_done += chunk
             done_in_epoch += chunk
-            if not bool(finite):
+            if not finite:
                 raise FloatingPointError(
                     f"training produced a non-finite gradient at or before step {steps_done} (NaN or inf "
                     "loss: check the inputs' scale, the loss and the learning rate). The whole planned run "
@@ -127,6 +164,8 @@ def train_epochs(dp_model, loader, epochs, steps_per_execution, callbacks, param
             val = dp_model._model.evaluate(*validation_data, verbose=0, return_dict=True)
             logs.update({f"val_{k}": v for k, v in val.items()})
         callbacks.on_epoch_end(epoch, logs)
+        # every worker must run the same steps: the chief's decision to stop counts
+        dp_model._model.stop_training = distributed.chief_stops(run, dp_model._model.stop_training)
         if dp_model._model.stop_training:
             break
     return steps_done
