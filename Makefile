@@ -23,7 +23,7 @@ VENV312 := .venv-py312
 TF_PRIMARY := tensorflow==2.21.0 tf-keras==2.21.0 "numpy<2"
 TF_215 := tensorflow==2.15.1 dp-accounting==0.4.3 "numpy<2"
 TF_PRIVACY := tensorflow-privacy==0.9.0 tensorflow-empirical-privacy==0.1.0
-QUICK_TESTS := tests/test_accounting.py tests/test_frame.py tests/test_model.py tests/test_zoo.py
+QUICK_TESTS := tests/test_accounting.py tests/test_frame.py tests/test_model.py tests/test_zoo.py tests/test_distributed.py
 # The real R keras clients (source tarballs and install.sh) next to the repository; each is installed
 # into its private library .r-clients/<client> (R keras needs reticulate >= 1.31, Debian has 1.28).
 SHARED ?= ../shared
@@ -51,11 +51,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 demo: setup
 	$(PY) -m op_tensorflow.demo
 
-# The other stacks, the real-client tests and the tf_keras vignettes run side by side with the tf_keras
-# suite (the longest job), each job's output kept together; CI has 2 cores and 35 minutes for all of it.
-test: setup lint check-r test-r-tf-keras vignettes test-python
-	$(MAKE) --no-print-directory -j3 --output-sync=target test-python-tf-keras test-tf215 test-py312 \
-	  test-r-clients vignettes-tf-keras
+# Every suite, on 2 cores: make -j2 starts the two longest (the Python suites on Keras 3 and on tf_keras)
+# first and fills each core that frees with the next job, each job's output kept together. CI has 2 cores and
+# 35 minutes for all of it.
+TEST_JOBS := test-python-tf-keras test-python check-r test-r-tf-keras test-tf215 vignettes test-py312 \
+	test-r-clients vignettes-tf-keras
+test: setup lint
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(TEST_JOBS)
 
 setup: r-deps python-deps r-package
 

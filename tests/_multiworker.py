@@ -5,9 +5,14 @@ Usage:
 
 Every worker builds the same private arrays (the same rows in the same order, as each worker opening the
 same private source would), creates and compiles a small classifier under the strategy's scope and fits it
-on a seeded PrivateDataLoader. The chief writes OUT (JSON): the spent epsilon on its ledger, the planned
-epsilon from get_privacy_budget, the accuracy on held-out public data and, in "die" mode, the error it
-raised. In "die" mode the non-chief worker kills itself (SIGKILL) in the middle of the run.
+on a seeded PrivateDataLoader. Each worker writes OUT.<index>.json.
+
+"train": three fits in a row. (1) Worker 1's data differ from the chief's in one value: every worker must
+refuse before anything is spent. (2) A run too large for the budget: the chief's reservation is refused,
+the worker must refuse too. (3) A run that fits: it trains; the JSON gets the accuracy on held-out public
+data, the chief's planned epsilon (get_privacy_budget) and every worker's ledger.
+"die": one fit, in which worker 1 kills itself (SIGKILL) after its third chunk of steps; the chief
+records the error it raised and its ledger.
 """
 
 import json
@@ -21,31 +26,29 @@ import tensorflow as tf
 import op_tensorflow as opt
 
 OUT, MODE = sys.argv[1], sys.argv[2]
-EPOCHS, BATCH, SIGMA, CLIP = 4, 64, 1.0, 1.0
+EPOCHS, BATCH, SIGMA, CLIP, N = 4, 64, 1.0, 1.0, 1000
 
 strategy = tf.distribute.MultiWorkerMirroredStrategy(
     communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=60)
 )
-task = json.loads(os.environ["TF_CONFIG"])["task"]
-chief = task["index"] == 0
+index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 
 rng = np.random.default_rng(0)
-x = rng.uniform(-1.0, 1.0, (1200, 6)).astype("float32")
+x = rng.uniform(-1.0, 1.0, (N + 200, 6)).astype("float32")
 y = (x[:, 0] + 0.5 * x[:, 1] - x[:, 2] > 0).astype("float32")
-x_test, y_test = x[1000:], y[1000:]
-loader = opt.PrivateDataLoader.from_arrays(
-    x[:1000], y[:1000], BATCH, feature_bounds=(-1, 1), label_categories=[0, 1], epsilon=10.0, delta=1e-5, seed=11
-)
+x_test, y_test = x[N:], y[N:]
+
+
+def loader(rows):
+    return opt.PrivateDataLoader.from_arrays(
+        rows, y[:N], BATCH, feature_bounds=(-1, 1), label_categories=[0, 1], epsilon=10.0, delta=1e-5, seed=11
+    )
+
 
 with strategy.scope():
     tf.keras.utils.set_random_seed(5)
-    model = tf.keras.Sequential(
-        [
-            tf.keras.Input((6,)),
-            tf.keras.layers.Dense(16, activation="relu"),
-            tf.keras.layers.Dense(1, activation="sigmoid"),
-        ]
-    )
+    layers = [tf.keras.layers.Dense(16, activation="relu"), tf.keras.layers.Dense(1, activation="sigmoid")]
+    model = tf.keras.Sequential([tf.keras.Input((6,)), *layers])
     dp_model = opt.PrivateKerasModel(model, l2_norm_clip=CLIP, noise_multiplier=SIGMA, seed=3)
     dp_model.compile(optimizer=tf.keras.optimizers.Adam(0.05), loss="binary_crossentropy", metrics=["accuracy"])
 
@@ -56,16 +59,29 @@ class Die(tf.keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-callbacks = [Die()] if MODE == "die" and not chief else []
-result = {"planned": opt.get_privacy_budget(1000, BATCH, EPOCHS, SIGMA, 1e-5, verbose=False)}
-try:
-    dp_model.fit(loader, epochs=EPOCHS, verbose=0, callbacks=callbacks, steps_per_execution=2)
+def attempt(data, epochs, callbacks=()):
+    try:
+        dp_model.fit(data, epochs=epochs, verbose=0, callbacks=list(callbacks), steps_per_execution=2)
+        return None
+    except Exception as err:  # the test checks what each worker reports
+        return f"{type(err).__name__}: {err}"
+
+
+result = {"planned": opt.get_privacy_budget(N, BATCH, EPOCHS, SIGMA, 1e-5, verbose=False)}
+data = loader(x[:N])
+if MODE == "train":
+    other = x[:N].copy()
+    if index == 1:
+        other[17, 3] = 0.5
+    result["mismatch"] = attempt(loader(other), EPOCHS)
+    result["mismatch_spent"] = data.budget.spent()
+    result["too_large"] = attempt(data, 1000)
+    result["too_large_spent"] = data.budget.spent()
+    result["error"] = attempt(data, EPOCHS)
     result["accuracy"] = float(np.mean((model.predict(x_test, verbose=0)[:, 0] > 0.5) == y_test))
-except Exception as err:  # the test checks what the chief reports
-    result["error"] = f"{type(err).__name__}: {err}"
-    result["cause"] = str(err.__cause__)
-result["spent"] = loader.budget.spent()
+else:
+    result["error"] = attempt(data, EPOCHS, [Die()] if index == 1 else [])
+result["spent"] = data.budget.spent()
 result["privacy"] = dp_model.privacy
-if chief:
-    with open(OUT, "w") as f:
-        json.dump(result, f)
+with open(f"{OUT}.{index}.json", "w") as f:
+    json.dump(result, f)

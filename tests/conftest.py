@@ -1,8 +1,20 @@
-"""Markers for what only one Keras can do; each marked test has its counterpart on the other Keras."""
+"""Markers for what only one Keras can do; each marked test has its counterpart on the other Keras.
+
+Also splits the CPU into 2 logical devices, before TensorFlow initializes its devices, for the
+MirroredStrategy tests (tests/test_distributed.py); one-device code runs on the first.
+"""
 
 import pytest
+import tensorflow as tf
 
-from op_tensorflow import keras_seam
+try:
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+except RuntimeError:  # devices already initialized (e.g. by a plugin): test_distributed.py says so
+    pass
+
+from op_tensorflow import keras_seam  # noqa: E402
 
 KERAS3 = keras_seam.KERAS3
 

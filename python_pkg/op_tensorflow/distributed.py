@@ -48,7 +48,7 @@ __all__ = [
     "strategy_scope",
 ]
 
-_SUPPORTED = ("MirroredStrategy", "MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
+_SUPPORTED = ("MirroredStrategy", "MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy", "OneDeviceStrategy")
 
 
 class DistributedTrainingError(RuntimeError):
