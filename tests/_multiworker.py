@@ -7,10 +7,11 @@ Every worker builds the same private arrays (the same rows in the same order, as
 same private source would), creates and compiles a small classifier under the strategy's scope and fits it
 on a seeded PrivateDataLoader. Each worker writes OUT.<index>.json.
 
-"train": three fits in a row. (1) Worker 1's data differ from the chief's in one value: every worker must
-refuse before anything is spent. (2) A run too large for the budget: the chief's reservation is refused,
-the worker must refuse too. (3) A run that fits: it trains; the JSON gets the accuracy on held-out public
-data, the chief's planned epsilon (get_privacy_budget) and every worker's ledger.
+"train": four fits in a row. (1) Worker 1's data differ from the chief's in one value: every worker must
+refuse before anything is spent; (1b) so must they when worker 1 clips at another bound. (2) A run too
+large for the budget: the chief's reservation is refused, the worker must refuse too. (3) A run that
+fits: it trains; the JSON gets the accuracy on held-out public data, the chief's planned epsilon
+(get_privacy_budget) and every worker's ledger.
 "die": one fit, in which worker 1 kills itself (SIGKILL) after its third chunk of steps; the chief
 records the error it raised and its ledger.
 """
@@ -45,12 +46,17 @@ def loader(rows):
     )
 
 
-with strategy.scope():
-    tf.keras.utils.set_random_seed(5)
-    layers = [tf.keras.layers.Dense(16, activation="relu"), tf.keras.layers.Dense(1, activation="sigmoid")]
-    model = tf.keras.Sequential([tf.keras.Input((6,)), *layers])
-    dp_model = opt.PrivateKerasModel(model, l2_norm_clip=CLIP, noise_multiplier=SIGMA, seed=3)
-    dp_model.compile(optimizer=tf.keras.optimizers.Adam(0.05), loss="binary_crossentropy", metrics=["accuracy"])
+def private_model(clip):
+    with strategy.scope():
+        tf.keras.utils.set_random_seed(5)
+        layers = [tf.keras.layers.Dense(16, activation="relu"), tf.keras.layers.Dense(1, activation="sigmoid")]
+        model = tf.keras.Sequential([tf.keras.Input((6,)), *layers])
+        dp_model = opt.PrivateKerasModel(model, l2_norm_clip=clip, noise_multiplier=SIGMA, seed=3)
+        dp_model.compile(optimizer=tf.keras.optimizers.Adam(0.05), loss="binary_crossentropy", metrics=["accuracy"])
+    return dp_model, model
+
+
+dp_model, model = private_model(CLIP)
 
 
 class Die(tf.keras.callbacks.Callback):
@@ -59,9 +65,9 @@ class Die(tf.keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def attempt(data, epochs, callbacks=()):
+def attempt(data, epochs, callbacks=(), dp=None):
     try:
-        dp_model.fit(data, epochs=epochs, verbose=0, callbacks=list(callbacks), steps_per_execution=2)
+        (dp or dp_model).fit(data, epochs=epochs, verbose=0, callbacks=list(callbacks), steps_per_execution=2)
         return None
     except Exception as err:  # the test checks what each worker reports
         return f"{type(err).__name__}: {err}"
@@ -75,6 +81,8 @@ if MODE == "train":
         other[17, 3] = 0.5
     result["mismatch"] = attempt(loader(other), EPOCHS)
     result["mismatch_spent"] = data.budget.spent()
+    result["other_clip"] = attempt(data, EPOCHS, dp=private_model(CLIP * (4 if index == 1 else 1))[0])
+    result["other_clip_spent"] = data.budget.spent()
     result["too_large"] = attempt(data, 1000)
     result["too_large_spent"] = data.budget.spent()
     result["error"] = attempt(data, EPOCHS)

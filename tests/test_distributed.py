@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import keras2_only, keras3_only
 
 import op_tensorflow as opt
 from op_tensorflow import accounting, distributed
@@ -172,7 +173,7 @@ def test_poisson_sample_is_shared_exactly_across_replicas(mirrored):
     assert empty_shards == 0  # at 15 examples per replica per step; the batch_size=1 fit covers empty shards
 
 
-def test_callbacks_and_early_stop_on_two_replicas(mirrored):
+def test_callbacks_early_stop_and_predict_on_two_replicas(mirrored):
     """Callbacks see the epochs; a stop after 2 of 5 epochs charges exactly the steps that ran."""
 
     class StopAfterTwo(tf.keras.callbacks.Callback):
@@ -187,6 +188,36 @@ def test_callbacks_and_early_stop_on_two_replicas(mirrored):
     assert dp_model.privacy["steps"] == ran
     expected = accounting.epsilon_for_event(accounting.dp_sgd_event(loader.sampling_rate, 1.1, ran), 1e-5, "rdp")
     assert loader.budget.spent() == pytest.approx(expected, rel=1e-9)
+    private_x, _ = opt.private_arrays(x[:20], y[:20], feature_bounds=(-1, 1), label_categories=[0, 1])
+    assert isinstance(dp_model.predict(private_x), opt.PrivateDataFrame)  # private in, private out, as on one device
+
+
+@keras3_only
+@pytest.mark.parametrize("option", [{"clipnorm": 1.0}, {"global_clipnorm": 1.0}, {"clipvalue": 0.1}])
+def test_keras3_optimizer_clipping_per_replica_is_refused(mirrored, option):
+    """Keras 3 clips each replica's share before the sum: un-noised shares would leak through the clip."""
+    x, y = _classifier_data()
+    loader = _loader(x, y, 40)
+    dp_model = _dp_model(mirrored, optimizer=lambda: tf.keras.optimizers.SGD(0.1, **option))
+    with pytest.raises(ValueError, match=f"{next(iter(option))} cannot be used with 2 replicas on Keras 3"):
+        dp_model.fit(loader, epochs=1, verbose=0)
+    assert loader.budget.spent() == 0.0
+    one_device = _dp_model(None, optimizer=lambda: tf.keras.optimizers.SGD(0.1, **option))
+    one_device.fit(loader, epochs=1, verbose=0)  # on one device the option acts on the noisy update: allowed
+    assert loader.budget.spent() > 0.0
+
+
+@keras2_only
+def test_keras2_optimizer_clipping_acts_after_the_sum(mirrored):
+    """Keras 2 optimizers sum the replicas' shares first, then clip: the run equals the one-device run."""
+    x, y = _classifier_data()
+    weights = []
+    for strategy in (None, mirrored):
+        dp_model = _dp_model(strategy, optimizer=lambda: tf.keras.optimizers.SGD(0.5, clipnorm=0.05))
+        dp_model.fit(_loader(x, y, 40), epochs=1, verbose=0)
+        weights.append(dp_model.get_weights())
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-6)
 
 
 def test_unsupported_strategy_is_refused_before_the_ledger(mirrored):
@@ -253,6 +284,8 @@ def test_multi_worker_run_trains_and_only_the_chief_charges(tmp_path):
     for result in (chief, worker):
         assert result["mismatch"].startswith("ValueError") and "same private source" in result["mismatch"]
         assert result["mismatch_spent"] == 0.0
+        assert result["other_clip"].startswith("ValueError") and "different settings" in result["other_clip"]
+        assert result["other_clip_spent"] == 0.0
     # 2. the chief's reservation is refused: the worker refuses too, nothing is spent
     assert chief["too_large"].startswith("BudgetExceededError")
     assert worker["too_large"].startswith("DistributedTrainingError") and "did not reserve" in worker["too_large"]

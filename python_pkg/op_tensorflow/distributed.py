@@ -21,29 +21,23 @@ trains with the same engine as on one device. What each global step does:
 
 Multi-worker runs agree before anything is spent: every worker must hold the same private rows in the
 same order (checked by a fingerprint, never by sending rows); then the chief alone reserves the run on its
-ledger, and the workers train only if it could. Workers never write a ledger. Host-side, this module is
-NumPy and tiny collectives; the graph-side part is :func:`replica_shard`.
+ledger, and the workers train only if it could. Workers never write a ledger. That host-side agreement is
+in :mod:`op_tensorflow.coordination`; this module finds the run a model trains in, refuses what would break
+the guarantee there, and holds the graph-side parts (:func:`replica_shard`, :func:`is_first_replica`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import weakref
 
-import numpy as np
 import tensorflow as tf
 
 __all__ = [
     "DistributedTrainingError",
     "Run",
-    "agree_on_data",
-    "announce_reservation",
-    "broadcast_from_chief",
-    "chief_stops",
+    "check_optimizer",
     "is_first_replica",
     "replica_shard",
-    "reserve_for_run",
     "run_of",
     "strategy_scope",
 ]
@@ -132,105 +126,6 @@ def is_first_replica() -> tf.Tensor | bool:
     return tf.equal(context.replica_id_in_sync_group, 0)
 
 
-def broadcast_from_chief(run: Run, values) -> np.ndarray:
-    """The chief's int64 ``values`` on every worker (an all-reduce in which only replica 0 is non-zero).
-
-    On one machine (one process) it returns ``values`` unchanged.
-    """
-    values = np.asarray(values, dtype=np.int64)
-    if not run.multi_worker:
-        return values
-    with reported_failure(run, "while the workers agreed on the run"):
-        out = run.strategy.run(_collectives(run.strategy)["from_chief"], args=(tf.constant(values),))
-        return run.strategy.experimental_local_results(out)[0].numpy()
-
-
-_COLLECTIVES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _collectives(strategy) -> dict:
-    """The host-side collectives of a strategy, traced once (a new tf.function per call would retrace)."""
-    if strategy not in _COLLECTIVES:
-        spec = [tf.TensorSpec([None], tf.int64)]
-        local_replicas = len(strategy.extended.worker_devices)
-
-        def all_reduce(mine):
-            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, mine)
-
-        @tf.function(input_signature=spec)
-        def from_chief(local):
-            return all_reduce(tf.where(tf.cast(is_first_replica(), tf.bool), local, tf.zeros_like(local)))
-
-        @tf.function(input_signature=spec)
-        def per_worker_sum(local):  # each worker's value counted once, on its first local replica
-            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-            return all_reduce(tf.where(tf.equal(replica % local_replicas, 0), local, tf.zeros_like(local)))
-
-        _COLLECTIVES[strategy] = {"from_chief": from_chief, "per_worker_sum": per_worker_sum}
-    return _COLLECTIVES[strategy]
-
-
-def agree_on_data(run: Run, x_rows: np.ndarray, y_rows: np.ndarray) -> None:
-    """Refuses (before anything is spent) a multi-worker run whose workers hold different private rows.
-
-    Each worker hashes its rows; only the chief's hash travels, and each worker compares it with its own;
-    then all learn whether every worker agreed.
-    """
-    if not run.multi_worker:
-        return
-    digest = hashlib.sha256()
-    for a in (x_rows, y_rows):
-        digest.update(str((a.shape, a.dtype)).encode())
-        digest.update(np.ascontiguousarray(a).tobytes())
-    mine = np.frombuffer(digest.digest()[:16], dtype=np.int64) >> 1  # two 63-bit halves: sums cannot overflow
-    chiefs = broadcast_from_chief(run, mine)
-    differ = int(not np.array_equal(chiefs, mine))
-    if all_reduce_sum(run, differ, "while the workers compared their data") > 0:
-        raise ValueError(
-            "the workers of this MultiWorkerMirroredStrategy run hold different private data (rows or their order "
-            f"differ from the chief's{'; this worker differs' if differ else ''}): every worker must open the same "
-            "private source, built the same way (same rows, same order, same columns), before fit(). Nothing was "
-            "spent."
-        )
-
-
-def all_reduce_sum(run: Run, value: int, during: str) -> int:
-    """The sum over the workers of one int each (on one machine: ``value``)."""
-    if not run.multi_worker:
-        return value
-    with reported_failure(run, during):
-        out = run.strategy.run(_collectives(run.strategy)["per_worker_sum"], args=(tf.constant([value], tf.int64),))
-        return int(run.strategy.experimental_local_results(out)[0].numpy()[0])
-
-
-class reported_failure:
-    """Turns a collective's failure (a worker died or hangs) into a :class:`DistributedTrainingError`."""
-
-    def __init__(self, run: Run, during: str):
-        self._run, self._during = run, during
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and issubclass(exc_type, tf.errors.OpError) and self._run.multi_worker:
-            raise DistributedTrainingError(worker_failure_message(self._run, self._during, exc)) from exc
-        return False
-
-
-def worker_failure_message(run: Run, during: str, error: Exception) -> str:
-    """What failed, for the user: the run, when, and TensorFlow's own words (its lines naming the cause)."""
-    text = getattr(error, "message", None) or str(error)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    causes = [line for line in lines if line.startswith(("Collective ops is aborted", "Additional GRPC", "Deadline"))]
-    causes += [line for line in lines if "remote target" in line or "timed out" in line.lower()]
-    detail = "; ".join(dict.fromkeys(causes)) or (lines[-1] if lines else "")
-    return (
-        f"a worker of this {run.describe()} failed or stopped responding {during} "
-        f"({type(error).__name__}: {detail[:400]})."
-    )
-
-
 def strategy_scope(model):
     """The scope of the strategy ``model`` was created under (so its optimizer's slots are mirrored too)."""
     strategy = getattr(model, "distribute_strategy", None)
@@ -239,52 +134,30 @@ def strategy_scope(model):
     return strategy.scope()
 
 
-def reserve_for_run(run: Run, ledger, event, description: str):
-    """The run's reservation: on the chief (or one machine) the ledger's; on other workers a stand-in.
+_PER_REPLICA_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm")
 
-    In a multi-worker run only the chief touches a ledger. If its reservation is refused, it tells the
-    workers (which then raise, having spent nothing) before raising itself; if it succeeds, the workers
-    hear so from :func:`announce_reservation`, the first thing the chief does inside the reservation.
+
+def check_optimizer(run: Run, optimizer) -> None:
+    """Refuses optimizer options that would act on one replica's share of the update, before the sum.
+
+    On Keras 3 an optimizer clips (``clipnorm``, ``clipvalue``, ``global_clipnorm``) and accumulates
+    (``gradient_accumulation_steps``) each replica's gradients *before* it all-reduces them; with several
+    replicas, the other replicas' un-noised shares would then reach the weights through a non-linear
+    step, and the update would no longer be (sum of clipped gradients + noise) / (q n). Keras 2 optimizers
+    aggregate first, so they are not affected. On one device these options act on the noisy update
+    (post-processing) and are allowed.
     """
-    if not run.multi_worker:
-        return ledger.reserve(event, description)
-    if run.is_chief:
-        try:
-            return ledger.reserve(event, description)
-        except BaseException:
-            broadcast_from_chief(run, [0])
-            raise
-    if not broadcast_from_chief(run, [0])[0]:
-        raise DistributedTrainingError(
-            f"the chief of this {run.describe()} did not reserve the run on its ledger (see the chief's error, "
-            "e.g. BudgetExceededError); nothing was trained, nothing was spent."
+    from op_tensorflow import keras_seam
+
+    if run.replicas == 1 or not keras_seam.KERAS3:
+        return
+    used = [name for name in _PER_REPLICA_OPTIONS if getattr(optimizer, name, None) is not None]
+    if getattr(optimizer, "gradient_accumulation_steps", None):
+        used.append("gradient_accumulation_steps")
+    if used:
+        raise ValueError(
+            f"the optimizer's {', '.join(used)} cannot be used with {run.replicas} replicas on Keras 3: Keras 3 "
+            "applies them to each replica's share of the update before summing the shares, so the shares of "
+            "replicas that add no noise would reach the weights un-noised. Compile without them: "
+            "PrivateKerasModel already clips every example's gradient to l2_norm_clip."
         )
-    return WorkerReservation(event)
-
-
-def announce_reservation(run: Run, reservation) -> None:
-    """The chief's side of :func:`reserve_for_run` once its reservation is held (a no-op elsewhere)."""
-    if run.multi_worker and run.is_chief:
-        broadcast_from_chief(run, [1])
-
-
-def chief_stops(run: Run, stop: bool) -> bool:
-    """The chief's early-stopping decision after an epoch, on every worker (all must run the same steps)."""
-    return bool(broadcast_from_chief(run, [int(bool(stop))])[0]) if run.multi_worker else bool(stop)
-
-
-class WorkerReservation:
-    """What a non-chief worker holds instead of a ledger reservation: the event, never written anywhere."""
-
-    def __init__(self, event):
-        self.event = event
-
-    def commit(self, event=None) -> None:
-        if event is not None:
-            self.event = event
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None

@@ -24,6 +24,7 @@ from op_tensorflow import (
     accounting,
     arguments,
     clipping,
+    coordination,
     distributed,
     dp_metrics,
     keras_seam,
@@ -235,6 +236,7 @@ class PrivateKerasModel:
         _checks.one_of("verbose", verbose, (0, 1, 2, "auto"))
         self._ensure_built(loader.input_shape)
         self._run = run = distributed.run_of(self._model)
+        distributed.check_optimizer(run, self._optimizer)
         if validation_data is not None:  # checked before reserving: a typo here must not cost a whole run
             arguments.check_validation_data(validation_data, self._model)
         self._run_preflight(loader)  # refuses unsound models before anything is spent
@@ -261,10 +263,11 @@ class PrivateKerasModel:
         params.update(target_delta=target_delta, ledger_delta=ledger.delta, accountant=accountant)
         callback_list = training.callback_list(callbacks, self._model, params)  # before reserving: bad ones raise
         callback_list.on_train_begin()  # a callback's set-up error surfaces before the reservation
-        distributed.agree_on_data(run, loader._x, loader._y)  # multi-worker: same rows everywhere, or refused
-        seeds = training.run_seeds(self, loader, run)
         try:
-            reservation = distributed.reserve_for_run(run, ledger, planned, description)  # refuses before any step
+            settings = coordination.run_settings(self, loader, epochs, steps_per_execution)
+            coordination.agree_on_run(run, loader._x, loader._y, settings)  # multi-worker: the same run, or refused
+            seeds = training.run_seeds(self, loader, run)
+            reservation = coordination.reserve_for_run(run, ledger, planned, description)  # refuses before any step
         except BaseException:
             callback_list.on_train_end()
             raise
@@ -272,7 +275,7 @@ class PrivateKerasModel:
         charged_steps = planned_steps
         try:
             with reservation:
-                distributed.announce_reservation(run, reservation)
+                coordination.announce_reservation(run)
                 steps_done = training.train_epochs(
                     self, loader, epochs, steps_per_execution, callback_list, params, validation_data, seeds
                 )

@@ -15,7 +15,7 @@ import dp_accounting
 import numpy as np
 import tensorflow as tf
 
-from op_tensorflow import accounting, clipping, distributed
+from op_tensorflow import accounting, clipping, coordination, distributed
 from op_tensorflow.loader import PrivateDataLoader
 
 __all__ = ["build_train_chunk", "callback_list", "record_run", "run_seeds", "train_epochs"]
@@ -114,12 +114,12 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
 def run_seeds(dp_model, loader, run: distributed.Run) -> tuple[tf.Tensor, tf.Tensor]:
     """The run's sampling and noise seeds: fresh from the loader's and the model's generators.
 
-    In a multi-worker run every worker takes the chief's (all replicas must draw the same global sample;
-    only replica 0, on the chief, uses the noise seed).
+    In a multi-worker run every worker takes the chief's sampling seed (all replicas must draw the same
+    global sample); the noise seed stays where it is drawn: only replica 0, on the chief, uses it.
     """
-    seeds = np.concatenate([loader._sampling_seed(), dp_model._noise_rng.integers(0, 2**62, size=2, dtype=np.int64)])
-    seeds = distributed.broadcast_from_chief(run, seeds)
-    return tf.constant(seeds[:2]), tf.constant(seeds[2:])
+    sampling = coordination.sampling_seed(run, loader._sampling_seed())
+    noise = dp_model._noise_rng.integers(0, 2**62, size=2, dtype=np.int64)
+    return tf.constant(sampling), tf.constant(noise)
 
 
 def train_epochs(dp_model, loader, epochs, steps_per_execution, callbacks, params, validation_data, seeds) -> int:
@@ -144,7 +144,7 @@ def train_epochs(dp_model, loader, epochs, steps_per_execution, callbacks, param
                 f"during steps {steps_done + 1}-{steps_done + chunk}; the whole planned run stays charged to the "
                 "chief's ledger: restart every worker to train again"
             )
-            with distributed.reported_failure(run, during):
+            with coordination.reported_failure(run, during):
                 finite = dp_model._train_chunk(
                     tf.constant(steps_done, tf.int64), tf.constant(chunk, tf.int64), sampling_seed, noise_seed
                 )
@@ -165,7 +165,7 @@ def train_epochs(dp_model, loader, epochs, steps_per_execution, callbacks, param
             logs.update({f"val_{k}": v for k, v in val.items()})
         callbacks.on_epoch_end(epoch, logs)
         # every worker must run the same steps: the chief's decision to stop counts
-        dp_model._model.stop_training = distributed.chief_stops(run, dp_model._model.stop_training)
+        dp_model._model.stop_training = coordination.chief_stops(run, dp_model._model.stop_training)
         if dp_model._model.stop_training:
             break
     return steps_done
