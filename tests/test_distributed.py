@@ -307,3 +307,20 @@ def test_killed_worker_leaves_the_chiefs_ledger_charged_in_full(tmp_path):
     assert "stays charged" in chief["error"]
     assert chief["spent"] == pytest.approx(chief["planned"], rel=1e-9)  # the whole planned run
     assert chief["privacy"]["epsilon"] == pytest.approx(chief["planned"], rel=1e-9)
+
+
+def test_readme_mirrored_example_runs(tmp_path):
+    """The README's MirroredStrategy example, as written, in a fresh process (it configures the devices)."""
+    readme = (HERE.parent / "README.md").read_text()
+    section = readme.split("## Several devices and machines", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "MirroredStrategy" in code
+    script = tmp_path / "mirrored_example.py"
+    script.write_text(code)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    epsilon, accuracy = (float(v) for v in done.stdout.strip().splitlines()[-1].split())
+    assert 0 < epsilon <= 3.0 and accuracy > 0.8
