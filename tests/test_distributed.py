@@ -130,10 +130,20 @@ def test_noise_is_counted_once_per_global_step(mirrored, monkeypatch):
 
     # The test can fail: with every replica drawing the step's noise (as TF Privacy's optimizers do in each
     # replica), the aggregated update's noise is counted twice and the same check rejects it.
-    monkeypatch.setattr(distributed, "is_first_replica", lambda: True)
+    monkeypatch.setattr(distributed, "draws_noise", lambda owner: True)
     overcounted, _ = _noise_only_update(mirrored)
     assert np.std(overcounted) / expected_std > 1.35
     assert not _std_matches(overcounted, expected_std)
+
+
+def test_noise_work_is_spread_over_the_chiefs_replicas():
+    """Each variable's noise has exactly one owner; the largest go first, each to the least-loaded replica."""
+    assert distributed.noise_owners([2000, 40], 2) == [0, 1]  # the model of the noise test: both replicas draw
+    assert distributed.noise_owners([10, 10, 10, 10], 1) == [0, 0, 0, 0]
+    sizes = [640, 64, 64 * 64, 64, 64 * 10, 10]
+    owners = distributed.noise_owners(sizes, 3)
+    loads = [sum(s for s, o in zip(sizes, owners, strict=True) if o == r) for r in range(3)]
+    assert sorted(loads) == [704, 714, 4096] and set(owners) == {0, 1, 2}
 
 
 def test_poisson_sample_is_shared_exactly_across_replicas(mirrored):

@@ -218,12 +218,24 @@ def clipped_gradient_sum(
     return grads, norms, losses
 
 
-def add_noise(grads: Sequence[tf.Tensor], stddev: float, seed: tf.Tensor, *, divide_by: float) -> list[tf.Tensor]:
-    """``(g + N(0, stddev^2 I)) / divide_by`` for each gradient, from stateless seeded noise."""
+def add_noise(
+    grads: Sequence[tf.Tensor], stddev: float, seed: tf.Tensor, *, divide_by: float, drawn: Sequence | None = None
+) -> list[tf.Tensor]:
+    """``(g + N(0, stddev^2 I)) / divide_by`` for each gradient, from stateless seeded noise.
+
+    The noise of gradient i comes from ``fold_in(seed, i)``. ``drawn[i]`` (a bool or a boolean tensor) says
+    whether this replica adds gradient i's noise; None means every gradient's (one device).
+    """
     noisy = []
     for i, g in enumerate(grads):
-        noise = tf.random.stateless_normal(
-            tf.shape(g), seed=tf.random.experimental.stateless_fold_in(seed, i), stddev=stddev, dtype=g.dtype
-        )
-        noisy.append((g + noise) / divide_by)
+
+        def with_noise(g=g, i=i):
+            noise = tf.random.stateless_normal(
+                tf.shape(g), seed=tf.random.experimental.stateless_fold_in(seed, i), stddev=stddev, dtype=g.dtype
+            )
+            return g + noise
+
+        here = True if drawn is None else drawn[i]
+        summed = with_noise() if here is True else tf.cond(here, with_noise, lambda g=g: tf.identity(g))
+        noisy.append(summed / divide_by)
     return noisy

@@ -11,9 +11,13 @@ trains with the same engine as on one device. What each global step does:
   draws with the same seed, so a seeded run repeats on one device and on R replicas.
 * **Clipping** happens on each replica with the single-device engine (ghost norms or per-example
   gradients, as the preflight chose).
-* **Noise is drawn once, by the replica of global id 0** (on the chief): N(0, (C sigma)^2) from the same
-  stateless seed as on one device; the other replicas add none. Drawing std/sqrt(R) on each replica would
-  also be calibrated, but it would tie the noise to R and lose the one-device/R-replica reproducibility.
+* **Noise is drawn once, on the chief.** On one device the noise of variable i is N(0, (C sigma)^2 I) from
+  the stateless seed ``fold_in(step seed, i)``. Here each variable's noise is drawn, from that same seed, by
+  exactly one of the chief's local replicas (:func:`noise_owners`: largest variables first, each onto the
+  least-loaded replica, so the chief's devices share the work); the other replicas add none to it. Drawing
+  std/sqrt(R) on each replica would also be calibrated, but it would tie the noise to R and lose the
+  one-device/R-replica reproducibility; drawing it all on one replica made that replica's noise the step's
+  bottleneck (measured: bench/README.md). The noise seed never leaves the chief.
 * Each replica divides its contribution by the expected global batch q n and hands it to the user's Keras
   optimizer, whose ``apply_gradients`` sums the contributions across replicas (an all-reduce, the way Keras
   itself trains under ``tf.distribute``), so every replica applies the identical update
@@ -23,7 +27,7 @@ Multi-worker runs agree before anything is spent: every worker must hold the sam
 same order (checked by a fingerprint, never by sending rows); then the chief alone reserves the run on its
 ledger, and the workers train only if it could. Workers never write a ledger. That host-side agreement is
 in :mod:`op_tensorflow.coordination`; this module finds the run a model trains in, refuses what would break
-the guarantee there, and holds the graph-side parts (:func:`replica_shard`, :func:`is_first_replica`).
+the guarantee there, and holds the graph-side parts (:func:`replica_shard`, :func:`draws_noise`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ __all__ = [
     "DistributedTrainingError",
     "Run",
     "check_optimizer",
+    "chief_local_replicas",
+    "draws_noise",
     "is_first_replica",
+    "noise_owners",
     "replica_shard",
     "run_of",
     "strategy_scope",
@@ -119,11 +126,41 @@ def replica_shard(positions: tf.Tensor) -> tf.Tensor:
 
 
 def is_first_replica() -> tf.Tensor | bool:
-    """Whether this replica has global id 0 (the one that draws the step's noise); True on one device."""
+    """Whether this replica has global id 0 (on the chief); True on one device."""
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return True
     return tf.equal(context.replica_id_in_sync_group, 0)
+
+
+def chief_local_replicas() -> int:
+    """How many replicas run on each worker, the chief's having global ids 0 .. L - 1 (graph side; 1 on one device)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 1
+    return len(tf.distribute.get_strategy().extended.worker_devices)
+
+
+def noise_owners(sizes: list[int], replicas: int) -> list[int]:
+    """Which of the chief's ``replicas`` local replicas draws each variable's noise (variables of ``sizes``).
+
+    Largest variable first, each onto the least-loaded replica (ties: the lower id): every variable gets
+    exactly one owner, and the noise work is spread as evenly as whole variables allow.
+    """
+    load, owners = [0] * replicas, [0] * len(sizes)
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        owner = min(range(replicas), key=lambda r: (load[r], r))
+        owners[i] = owner
+        load[owner] += sizes[i]
+    return owners
+
+
+def draws_noise(owner: int) -> tf.Tensor | bool:
+    """Whether this replica draws the noise of a variable that :func:`noise_owners` gave to ``owner``."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return True
+    return tf.equal(context.replica_id_in_sync_group, owner)
 
 
 def strategy_scope(model):

@@ -59,6 +59,7 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
     path = dp_model._plan.path
     expected_batch = float(loader.batch_size)  # q * n: the divisor must not depend on the data
     strategy = dp_model._run.strategy
+    sizes = [int(np.prod(v.shape)) for v in variables]
 
     def step_fn(step, sampling_seed, noise_seed):
         """One DP-SGD step, or one replica's share of it (see :mod:`op_tensorflow.distributed`)."""
@@ -71,15 +72,10 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
             lambda: [tf.zeros_like(v) for v in variables],
         )
         seed = tf.random.experimental.stateless_fold_in(noise_seed, step)
-        first = distributed.is_first_replica()
-        if first is True:
-            contribution = clipping.add_noise(grads, stddev, seed, divide_by=expected_batch)
-        else:  # the noise of the global step is drawn once, by replica 0; the optimizer sums the shares
-            contribution = tf.cond(
-                first,
-                lambda: clipping.add_noise(grads, stddev, seed, divide_by=expected_batch),
-                lambda: [g / expected_batch for g in grads],
-            )
+        # each variable's noise is drawn once, by one of the chief's replicas; the optimizer sums the shares
+        owners = distributed.noise_owners(sizes, distributed.chief_local_replicas())
+        drawn = [distributed.draws_noise(owner) for owner in owners]
+        contribution = clipping.add_noise(grads, stddev, seed, divide_by=expected_batch, drawn=drawn)
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in contribution])
         optimizer.apply_gradients(zip(contribution, variables, strict=True))
         return finite
