@@ -10,7 +10,7 @@ the chief to spend budget. Before anything is spent:
    clipping at another bound, or sampling at another rate, would break the guarantee silently, and one
    running other epochs would fail after the reservation.
 2. :func:`sampling_seed`: the chief's sampling seed (every replica must draw the same global sample). The
-   noise seed is not sent: only replica 0, on the chief, draws noise.
+   noise seed is not sent: only the chief's replicas draw noise.
 3. :func:`reserve_for_run` / :func:`announce_reservation`: the chief alone reserves on its ledger and
    tells the workers whether it could; workers never write a ledger.
 

@@ -111,7 +111,7 @@ def run_seeds(dp_model, loader, run: distributed.Run) -> tuple[tf.Tensor, tf.Ten
     """The run's sampling and noise seeds: fresh from the loader's and the model's generators.
 
     In a multi-worker run every worker takes the chief's sampling seed (all replicas must draw the same
-    global sample); the noise seed stays where it is drawn: only replica 0, on the chief, uses it.
+    global sample); the noise seed stays where it is drawn: only the chief's replicas use it.
     """
     sampling = coordination.sampling_seed(run, loader._sampling_seed())
     noise = dp_model._noise_rng.integers(0, 2**62, size=2, dtype=np.int64)
