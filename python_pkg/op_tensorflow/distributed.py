@@ -24,10 +24,11 @@ trains with the same engine as on one device. What each global step does:
   ``(sum of clipped gradients + noise) / (q n)``.
 
 Multi-worker runs agree before anything is spent: every worker must hold the same private rows in the
-same order (checked by a fingerprint, never by sending rows); then the chief alone reserves the run on its
-ledger, and the workers train only if it could. Workers never write a ledger. That host-side agreement is
-in :mod:`op_tensorflow.coordination`; this module finds the run a model trains in, refuses what would break
-the guarantee there, and holds the graph-side parts (:func:`replica_shard`, :func:`draws_noise`).
+same order and run the same settings (checked by fingerprints, never by sending rows); then the chief
+alone reserves the run on its ledger, and the workers train only if it could. Workers never write a
+ledger. That host-side agreement is in :mod:`op_tensorflow.coordination`; this module finds the run a
+model trains in, refuses what would break the guarantee there, and holds the graph-side parts
+(:func:`replica_shard`, :func:`draws_noise`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from __future__ import annotations
 import contextlib
 
 import tensorflow as tf
+
+from op_tensorflow import keras_seam
 
 __all__ = [
     "DistributedTrainingError",
@@ -92,8 +95,6 @@ def run_of(model) -> Run:
         ValueError: The variables belong to a strategy other than MirroredStrategy or
             MultiWorkerMirroredStrategy (e.g. TPUStrategy, ParameterServerStrategy), or to several.
     """
-    from op_tensorflow import keras_seam
-
     declared = getattr(model, "distribute_strategy", None)  # the strategy whose scope the model was created in
     strategies = {
         id(t.distribute_strategy): t.distribute_strategy
@@ -184,8 +185,6 @@ def check_optimizer(run: Run, optimizer) -> None:
     aggregate first, so they are not affected. On one device these options act on the noisy update
     (post-processing) and are allowed.
     """
-    from op_tensorflow import keras_seam
-
     if run.replicas == 1 or not keras_seam.KERAS3:
         return
     used = [name for name in _PER_REPLICA_OPTIONS if getattr(optimizer, name, None) is not None]
