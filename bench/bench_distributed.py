@@ -15,11 +15,20 @@ MLP of ``bench_model.py`` and a wide MLP of ~1.1 M parameters, this measures:
    whose ``apply_gradients`` makes a ``merge_call``, sits in a ``tf.cond``); a failing configuration is
    reported, not fatal. The ratios are ours / the fastest non-private MirroredStrategy configuration and
    ours / the fastest non-private configuration of the run.
-3. **A paper estimate for 8 GPUs and 4 machines**: the all-reduce volume V of one step, counted from
+3. **The noise draw alone**: t_noise, the time of drawing the Gaussian noise of a set of the model's
+   variables (per variable ``g + stateless_normal(shape, fold_in(seed, i))``, as ``clipping.add_noise``
+   does; 32 steps in one traced loop per call, best of several calls per round, minus the same loop with no
+   variable), for all the variables and
+   for the busiest replica's share under ``distributed.noise_owners(sizes, G)``, G = 2 (the MirroredStrategy
+   measured here) and G = 8. The engine gives each variable's noise to exactly one of the chief's G local
+   replicas, largest variables first, each onto the least-loaded replica; so the noise on a step's critical
+   path is the busiest replica's share, which whole variables bound from below (the wide MLP's 1024 × 1024
+   kernel is one variable, on one replica).
+4. **A paper estimate for 8 GPUs and 4 machines**: the all-reduce volume V of one step, counted from
    ``model.trainable_variables`` and checked against the ``CollectiveReduceV2`` ops of the traced train
    chunk (their tensor sizes, inside the while loop's body); then a ring all-reduce model (below) with
-   stated bandwidths and latencies, and the per-replica compute measured here as the one-device DP step
-   time at the per-replica batch b/R.
+   stated bandwidths and latencies, and the per-replica compute from the one-device DP step time at the
+   per-replica batch b/R, with its noise draw replaced by the busiest replica's share.
 
 Timing: every configuration gets a warm-up ``fit(epochs=1)`` (which traces; reported as "first fit"), then
 ``--rounds`` rounds (default 3) of one timed ``fit(epochs=1)`` each, interleaved over all configurations;
@@ -29,11 +38,16 @@ epoch's steps; the end-of-epoch work (ours: the epsilon of the run so far; Keras
 reported apart ("epoch end"), and the per-call set-up of ``fit`` is outside both.
 
 Estimate model (all assumptions are printed): one step on R replicas takes
-``t1(b/R) + T_allreduce``; no overlap of compute and communication (the engine computes the whole clipped,
-noised contribution before the optimizer's ``apply_gradients`` all-reduces it). ``t1(b/R)`` is the measured
-one-device DP step at batch b/R on this CPU (it includes the O(V) noise draw, which replica 0 alone does
-on the critical path, and the optimizer update, which every replica does). A ring all-reduce of V bytes
-over R replicas moves ``2 (R-1)/R V`` bytes through each replica's link and takes ``2 (R-1)`` hops:
+``c(b/R) + T_allreduce``; no overlap of compute and communication (the engine computes the whole clipped,
+noised contribution before the optimizer's ``apply_gradients`` all-reduces it). The per-replica compute is
+``c(b/R) = t1(b/R) - t_noise(all variables) + t_noise(busiest share of noise_owners(sizes, G))``: ``t1(b/R)``
+is the measured one-device DP step at batch b/R on this CPU (it includes the noise draw of all V
+parameters, as one device does, and the optimizer update, which every replica does), G is the chief's
+number of local replicas (8 for 8 GPUs in one machine or 4 machines × 8 GPUs, 1 for 4 machines × 1 GPU,
+where the chief's one replica draws all the noise), and the noise draw is assumed additive to the rest of
+the step (it does not overlap other work). The old estimate, ``t1(b/R)`` itself (noise not split), is
+printed next to it. A ring all-reduce of V bytes over R replicas moves ``2 (R-1)/R V`` bytes through each
+replica's link and takes ``2 (R-1)`` hops:
 ``T = k [2 (R-1) alpha] + 2 (R-1)/R V / B`` for k all-reduce ops per step, bandwidth B, hop latency alpha.
 Across M machines of G GPUs it is hierarchical (a ring inside each machine, then a ring between machines
 whose NIC carries ``2 (M-1)/M V`` for all G GPUs): the two terms add.
@@ -315,6 +329,75 @@ class Config:
         return min(self.rounds) if self.rounds else None
 
 
+NOISE_SPLITS = (1, 2, 8)  # G: the chief's local replicas sharing the noise (1: one device draws it all)
+# plus G = 0: no variable, the probe's loop alone (subtracted)
+NOISE_CALLS = 10  # calls per round of a noise probe; the best is kept
+
+
+def busiest_share(sizes: list[int], replicas: int) -> list[int]:
+    """The variables (indices) whose noise the most-loaded of ``replicas`` draws, as the engine assigns them."""
+    from op_tensorflow import distributed
+
+    owners = distributed.noise_owners(sizes, replicas)
+    load = [sum(size for size, owner in zip(sizes, owners, strict=True) if owner == r) for r in range(replicas)]
+    busiest = max(range(replicas), key=lambda r: (load[r], -r))
+    return [i for i, owner in enumerate(owners) if owner == busiest]
+
+
+class NoiseProbe:
+    """t_noise: drawing the noise of some of a model's variables alone, per step (best call of each round).
+
+    Each variable's noise as ``clipping.add_noise`` draws it: ``g + stateless_normal(shape(g),
+    fold_in(step seed, i), stddev)``, the sum carried to the next step (so nothing is pruned); SPE steps per
+    traced call, as the train chunk runs them. The division by the expected batch is not timed: every replica
+    does it for every variable, whether it draws the variable's noise or not. ``replicas=0`` with no variables
+    times the loop alone (its step seed, carried in every probe); ``t_noise`` is a probe's time minus it.
+    """
+
+    def __init__(self, workload: str, shapes: list, indices: list[int], replicas: int, stddev: float = 1.1):
+        import numpy as np
+        import tensorflow as tf
+
+        self.workload, self.replicas, self.indices = workload, replicas, indices
+        self.params = sum(int(np.prod(shapes[i])) for i in indices)
+        self.variables = len(indices)
+        zeros = [tf.zeros(shapes[i]) for i in indices]
+
+        @tf.function
+        def draw(seed):
+            tick, grads = tf.zeros([], tf.int64), zeros
+            for step in tf.range(SPE, dtype=tf.int64):
+                step_seed = tf.random.experimental.stateless_fold_in(seed, step)
+                tick += step_seed[0] % 2
+                seeds = [tf.random.experimental.stateless_fold_in(step_seed, i) for i in indices]
+                grads = [
+                    g + tf.random.stateless_normal(tf.shape(g), seed=s, stddev=stddev)
+                    for g, s in zip(grads, seeds, strict=True)
+                ]
+            return [tick, *grads]
+
+        self._draw, self._seed = draw, tf.constant([0, 1], tf.int64)
+        self.rounds: list[float] = []
+
+    def _call(self) -> float:
+        import numpy as np
+
+        tic = time.perf_counter()
+        out = self._draw(self._seed)
+        np.asarray(out[-1])  # the call has finished
+        return (time.perf_counter() - tic) / SPE
+
+    def warm_up(self) -> None:
+        self._call()  # traces
+
+    def timed_round(self) -> None:
+        self.rounds.append(min(self._call() for _ in range(NOISE_CALLS)))
+
+    @property
+    def step_s(self) -> float:
+        return min(self.rounds)
+
+
 # -- the all-reduce in the traced graph ----------------------------------------------------------
 def traced_allreduces(dp_model) -> dict:
     """The all-reduce ops of the train chunk's graph (in nested function / while bodies), with their sizes."""
@@ -378,24 +461,34 @@ def allreduce_s(volume: float, ops: int, machines: int, gpus: int, intra: str | 
     return total
 
 
-def estimate(t1: dict, volume: float, ops: int) -> list[dict]:
-    """Per scenario: step time and speed-up against one device at the global batch (t1: split -> s/step)."""
+def estimate(t1: dict, noise: dict, volume: float, ops: int) -> list[dict]:
+    """Per scenario: step time and speed-up against one device at the global batch.
+
+    ``t1``: batch split -> one-device DP s/step; ``noise``: G -> t_noise of the busiest of G replicas' share
+    (G = 1: all the variables). The per-replica compute swaps the noise of all the variables, which ``t1``
+    contains, for the busiest share of the chief's G local replicas.
+    """
     rows = []
     for label, machines, gpus, intra, inter in SCENARIOS:
         replicas = machines * gpus
-        if replicas not in t1:
+        if replicas not in t1 or gpus not in noise:
             continue
-        compute, comm = t1[replicas], allreduce_s(volume, ops, machines, gpus, intra, inter)
-        step = compute + comm
+        unsplit, comm = t1[replicas], allreduce_s(volume, ops, machines, gpus, intra, inter)
+        compute = unsplit - noise[1] + noise[gpus]
+        step, step_unsplit = compute + comm, unsplit + comm
         fast = compute / GPU_SPEEDUP + comm
         rows.append(
             {
                 "scenario": label,
                 "replicas": replicas,
+                "noise_replicas": gpus,
+                "compute_unsplit_s": unsplit,
+                "noise_s": noise[gpus],
                 "compute_s": compute,
                 "allreduce_s": comm,
                 "step_s": step,
                 "speedup": t1[1] / step,
+                "speedup_unsplit": t1[1] / step_unsplit,
                 "no_comm_speedup": t1[1] / compute,
                 "comm_share": comm / step,
                 "speedup_fast_compute": (t1[1] / GPU_SPEEDUP) / fast,
@@ -415,17 +508,22 @@ def _ms(seconds) -> str:
 
 def print_assumptions(batch_note: str) -> None:
     print("\nEstimate assumptions (a model on paper, not a measurement):")
-    print("- one step on R replicas = t1(b/R) + T_allreduce; compute and communication do not overlap (the engine")
+    print("- one step on R replicas = c(b/R) + T_allreduce; compute and communication do not overlap (the engine")
     print("  finishes the clipped, noised contribution before apply_gradients all-reduces it);")
-    print("- t1(b/R) = the one-device DP step measured here at batch b/R (this CPU, 2 cores) — it includes the")
-    print("  noise draw of all V parameters, which replica 0 alone does on the critical path, and the update;")
-    print("  each replica's O(b) draw of the global Poisson sample is counted at O(b/R) (it is negligible);")
+    print("- c(b/R) = t1(b/R) - t_noise(all variables) + t_noise(busiest share): t1(b/R) is the one-device DP step")
+    print("  measured here at batch b/R (this CPU, 2 cores), which draws the noise of all V parameters; each")
+    print("  variable's noise is drawn by one of the chief's G local replicas (distributed.noise_owners: largest")
+    print("  first, onto the least-loaded), so the busiest replica's share is on the critical path; G = GPUs per")
+    print("  machine (with 1 GPU per machine the chief's one replica draws it all); the noise draw is assumed to")
+    print("  add to the rest of the step (no overlap); 'noise not split' = the old estimate, c = t1(b/R);")
+    print("- every replica does the optimizer update, and its O(b) draw of the global Poisson sample is counted")
+    print("  at O(b/R) (it is negligible);")
     print("- ring all-reduce: 2(R-1)/R · V bytes through each replica's link, 2(R-1) hops of latency alpha per")
     print("  all-reduce op (k ops per step, counted in the traced graph); across M machines of G GPUs a ring")
     print("  inside each machine plus a ring between machines whose NIC carries 2(M-1)/M · V for all G GPUs;")
     for name, bandwidth, alpha in LINKS.values():
         print(f"- link {name}: bus bandwidth {bandwidth / 1e9:g} GB/s, {1e6 * alpha:g} µs per hop (assumed)")
-    print("- speed-up = t1(b) / step time; 'no-comm limit' = t1(b) / t1(b/R); the last column divides all compute")
+    print("- speed-up = t1(b) / step time; 'no-comm limit' = t1(b) / c(b/R); the last column divides all compute")
     print(f"  by {GPU_SPEEDUP:g} (a GPU-class replica, assumed), keeping the same communication;")
     print(f"- {batch_note}.")
 
@@ -446,7 +544,9 @@ def _traced_line(info: dict) -> str:
     )
 
 
-def report(configs: list[Config], strategy_info: dict, stack: str, total_s: float) -> dict:
+def report(
+    configs: list[Config], noise_probes: list[NoiseProbe], strategy_info: dict, stack: str, total_s: float
+) -> dict:
     by = {(c.workload, c.name): c for c in configs}
     out = {"stack": stack, "cores": os.cpu_count(), "spe": SPE, "workloads": {}}
     print(f"\n{stack}; MirroredStrategy over 2 logical CPU devices; {os.cpu_count()} cores; spe = {SPE} unless stated")
@@ -512,22 +612,46 @@ def report(configs: list[Config], strategy_info: dict, stack: str, total_s: floa
             f"non-private, both one device: {ratios['dp_1_over_np_1']:.2f})"
         )
         t1 = {1: s["dp_1"], **{k: s[f"dp_1_b{k}"] for k in SPLITS if f"dp_1_b{k}" in s}}
+        probes = {p.replicas: p for p in noise_probes if p.workload == workload}
+        loop = probes.pop(0).step_s
+        noise = {g: max(p.step_s - loop, 0.0) for g, p in probes.items()}
+        total = probes[1].params
+        print(
+            "\nNoise draw alone, t_noise per step: best call of the draw of the busiest of G replicas' share "
+            f"(noise_owners), minus the probe's loop alone ({_ms(loop)} ms/step):\n"
+        )
+        print("| G (chief's replicas) | variables | parameters | share of V | t_noise ms | rounds, loop incl. (ms) |")
+        print("|---:|---:|---:|---:|---:|---|")
+        for g, p in sorted(probes.items()):
+            rounds = ", ".join(_ms(r) for r in p.rounds)
+            print(
+                f"| {g} | {p.variables} | {p.params:,} | {100 * p.params / total:.1f}% | {_ms(noise[g])} | {rounds} |"
+            )
+        print(
+            f"\n- noise on one device: {_ms(noise[1])} ms of t1(b) = {_ms(t1[1])} ms "
+            f"({100 * noise[1] / t1[1]:.0f}%) and of t1(b/32) = {_ms(t1.get(32))} ms"
+            + (f" ({100 * noise[1] / t1[32]:.0f}%)" if 32 in t1 else "")
+            + "; split over G replicas the busiest draws "
+            + ", ".join(f"{_ms(noise[g])} ms (G = {g})" for g in sorted(noise) if g > 1)
+        )
         ops = info["traced"]["ops_per_replica"] or 1
-        rows = estimate(t1, info["variable_bytes"], ops)
+        rows = estimate(t1, noise, info["variable_bytes"], ops)
         print(
             f"\nEstimate (V = {info['variable_bytes'] / 1e6:.3f} MB, k = {ops} all-reduce op(s) per step, global "
-            f"b = {batch}, t1(b) = {_ms(t1[1])} ms):\n"
+            f"b = {batch}, t1(b) = {_ms(t1[1])} ms; compute c = t1(b/R) - t_noise(all) + t_noise(busiest of G)):\n"
         )
         print(
-            "| setup | R | b/R | compute t1(b/R) ms | all-reduce ms | step ms | speed-up | no-comm limit "
-            f"| comm share | speed-up, compute ÷{GPU_SPEEDUP:g} |"
+            "| setup | R | G | b/R | t1(b/R) ms | t_noise busiest ms | compute c ms | all-reduce ms | step ms "
+            "| speed-up | speed-up, noise not split | no-comm limit | comm share "
+            f"| speed-up, compute ÷{GPU_SPEEDUP:g} |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(
-                f"| {r['scenario']} | {r['replicas']} | {batch // r['replicas']} | {_ms(r['compute_s'])} | "
-                f"{_ms(r['allreduce_s'])} | {_ms(r['step_s'])} | {r['speedup']:.2f} | {r['no_comm_speedup']:.2f} | "
-                f"{100 * r['comm_share']:.0f}% | {r['speedup_fast_compute']:.2f} |"
+                f"| {r['scenario']} | {r['replicas']} | {r['noise_replicas']} | {batch // r['replicas']} | "
+                f"{_ms(r['compute_unsplit_s'])} | {_ms(r['noise_s'])} | {_ms(r['compute_s'])} | "
+                f"{_ms(r['allreduce_s'])} | {_ms(r['step_s'])} | {r['speedup']:.2f} | {r['speedup_unsplit']:.2f} | "
+                f"{r['no_comm_speedup']:.2f} | {100 * r['comm_share']:.0f}% | {r['speedup_fast_compute']:.2f} |"
             )
         out["workloads"][workload] = {
             "step_s": s,
@@ -539,6 +663,11 @@ def report(configs: list[Config], strategy_info: dict, stack: str, total_s: floa
             "epoch_end_s": {n: by[(workload, n)].epoch_end for n in s},
             "clipping": {n: by[(workload, n)].dp_model.clipping_plan.path for n in s if n.startswith("dp_")},
             "ratios": ratios,
+            "noise_loop_s": loop,
+            "noise": {
+                g: {"variables": p.variables, "params": p.params, "t_noise_s": noise[g], "rounds": p.rounds}
+                for g, p in probes.items()
+            },
             "estimate": rows,
             **info,
         }
@@ -557,6 +686,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     strategy = setup_devices()  # before anything else touches TensorFlow's devices
     import absl.logging
+    import numpy as np
     import tensorflow as tf
 
     from op_tensorflow import keras_seam
@@ -565,7 +695,7 @@ def main() -> None:
     tf.get_logger().setLevel("ERROR")
     tf.keras.utils.set_random_seed(0)
     stack = keras_seam.keras_description()
-    configs, info = [], {}
+    configs, probes, info = [], [], {}
     for workload in args.workload or list(WORKLOADS):
         wanted = [(name, *CONFIGS[name]) for name in CONFIGS if not name.startswith("dp_1_b")]
         wanted += [(f"dp_1_b{k}", f"ours, one device, b/{k} (estimate input)", "ours", False, k, SPE) for k in SPLITS]
@@ -582,11 +712,25 @@ def main() -> None:
                     "variable_bytes": size,
                     "traced": traced_allreduces(config.dp_model),
                 }
+            if name == "dp_1":  # the noise probes, on the one-device model's variables
+                shapes = [tuple(v.shape) for v in config.model.trainable_variables]
+                sizes = [int(np.prod(shape)) for shape in shapes]
+                for g in (0, *NOISE_SPLITS):
+                    probe = NoiseProbe(workload, shapes, busiest_share(sizes, g) if g else [], g)
+                    probe.warm_up()
+                    probes.append(probe)
+                    print(
+                        f"[{time.perf_counter() - tic:5.0f} s] {workload} noise probe G = {g}: {probe.variables} "
+                        f"variable(s), {probe.params:,} parameters",
+                        flush=True,
+                    )
     for round_ in range(args.rounds):
         for config in configs:
             config.timed_round()
+        for probe in probes:
+            probe.timed_round()
         print(f"[{time.perf_counter() - tic:5.0f} s] round {round_ + 1} done", flush=True)
-    out = report(configs, info, stack, time.perf_counter() - tic)
+    out = report(configs, probes, info, stack, time.perf_counter() - tic)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
