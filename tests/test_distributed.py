@@ -16,7 +16,7 @@ import tensorflow as tf
 from conftest import keras2_only, keras3_only
 
 import op_tensorflow as opt
-from op_tensorflow import accounting, distributed
+from op_tensorflow import accounting, coordination, distributed
 
 DEVICES = ["/cpu:0", "/cpu:1"]
 HERE = Path(__file__).parent
@@ -228,6 +228,30 @@ def test_keras2_optimizer_clipping_acts_after_the_sum(mirrored):
         weights.append(dp_model.get_weights())
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(a, b, atol=2e-6)
+
+
+def test_run_settings_describe_models_keras_cannot_serialize():
+    """The settings the workers compare: a custom layer without get_config still gets a description."""
+
+    class NoConfig(tf.keras.layers.Layer):
+        def __init__(self, other, **kwargs):  # a non-serializable argument: Keras cannot make its config
+            super().__init__(**kwargs)
+            self.other = other
+
+        def call(self, inputs):
+            return inputs
+
+    layers = [tf.keras.Input((5,)), NoConfig(object()), tf.keras.layers.Dense(1)]
+    x, y = _classifier_data()
+    loader = _loader(x, y, 40)
+    a, b = _dp_model(None, layers=list(layers)), _dp_model(None, layers=list(layers))
+    b.l2_norm_clip = 2.0
+    with pytest.raises(NotImplementedError):
+        a.model.to_json()
+    settings = coordination.run_settings(a, loader, 1, 8)
+    assert "NoConfig" in settings["model"] and settings["l2_norm_clip"] == 1.0
+    assert settings != coordination.run_settings(b, loader, 1, 8)
+    a.fit(loader, epochs=1, verbose=0)  # one device never computes them
 
 
 def test_unsupported_strategy_is_refused_before_the_ledger(mirrored):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -105,16 +106,33 @@ def run_settings(dp_model, loader, epochs: int, steps_per_execution: int) -> dic
         "noise_multiplier": dp_model.noise_multiplier,
         "epochs": epochs,
         "steps_per_execution": steps_per_execution,
-        "model": dp_model._model.to_json(),
+        "model": _described(dp_model._model.to_json, lambda: _structure(dp_model._model)),
         "loss": repr(getattr(dp_model._loss_fn, "name", None) or dp_model._loss_fn),
-        "optimizer": [type(optimizer).__name__, json.dumps(optimizer.get_config(), sort_keys=True, default=repr)],
+        "optimizer": [
+            type(optimizer).__name__,
+            _described(lambda: json.dumps(optimizer.get_config(), sort_keys=True, default=repr), lambda: ""),
+        ],
     }
 
 
-def agree_on_run(run: Run, x_rows: np.ndarray, y_rows: np.ndarray, settings: dict) -> None:
-    """Refuses, before anything is spent, a multi-worker run whose workers hold other rows or settings."""
+def _described(describe, fallback) -> str:
+    """``describe()``, or ``fallback()`` for objects Keras cannot serialize (e.g. custom layers without a config)."""
+    try:
+        return describe()
+    except (NotImplementedError, TypeError, ValueError):
+        return fallback()
+
+
+def _structure(model) -> str:
+    """A model's layer classes, names and weight shapes (for models whose config cannot be serialized)."""
+    return repr([(type(layer).__name__, layer.name, [tuple(w.shape) for w in layer.weights]) for layer in model.layers])
+
+
+def agree_on_run(run: Run, x_rows: np.ndarray, y_rows: np.ndarray, settings: Callable[[], dict]) -> None:
+    """Refuses, before anything is spent, a multi-worker run whose workers hold other rows or ``settings()``."""
     if not run.multi_worker:
         return
+    settings = settings()
     data = _digest([(x_rows.shape, x_rows.dtype, y_rows.shape, y_rows.dtype), x_rows.tobytes(), y_rows.tobytes()])
     config = _digest([json.dumps(settings, sort_keys=True, default=repr)])
     mine = np.concatenate([data, config])

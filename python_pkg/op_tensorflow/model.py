@@ -12,6 +12,7 @@ spent after each epoch (and metrics on ``validation_data`` only when that is pub
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Iterable
 
@@ -264,7 +265,7 @@ class PrivateKerasModel:
         callback_list = training.callback_list(callbacks, self._model, params)  # before reserving: bad ones raise
         callback_list.on_train_begin()  # a callback's set-up error surfaces before the reservation
         try:
-            settings = coordination.run_settings(self, loader, epochs, steps_per_execution)
+            settings = functools.partial(coordination.run_settings, self, loader, epochs, steps_per_execution)
             coordination.agree_on_run(run, loader._x, loader._y, settings)  # multi-worker: the same run, or refused
             seeds = training.run_seeds(self, loader, run)
             reservation = coordination.reserve_for_run(run, ledger, planned, description)  # refuses before any step
