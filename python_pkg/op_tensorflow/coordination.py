@@ -107,7 +107,7 @@ def run_settings(dp_model, loader, epochs: int, steps_per_execution: int) -> dic
         "epochs": epochs,
         "steps_per_execution": steps_per_execution,
         "model": _described(dp_model._model.to_json, lambda: _structure(dp_model._model)),
-        "loss": repr(getattr(dp_model._loss_fn, "name", None) or dp_model._loss_fn),
+        "loss": _name(dp_model._loss_fn),
         "optimizer": [
             type(optimizer).__name__,
             _described(lambda: json.dumps(optimizer.get_config(), sort_keys=True, default=repr), lambda: ""),
@@ -121,6 +121,11 @@ def _described(describe, fallback) -> str:
         return describe()
     except (NotImplementedError, TypeError, ValueError):
         return fallback()
+
+
+def _name(obj) -> str:
+    """An object's name, never its repr (which may hold a memory address that differs between workers)."""
+    return str(getattr(obj, "name", None) or getattr(obj, "__name__", None) or type(obj).__name__)
 
 
 def _structure(model) -> str:
