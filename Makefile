@@ -199,6 +199,7 @@ test-py312: $(VENV312)/.installed $(VENV)/.r-package
 bench-tf-keras: setup
 	TF_USE_LEGACY_KERAS=1 $(PY) bench/bench_model.py
 	TF_USE_LEGACY_KERAS=1 $(PY) bench/bench_distributed.py
+	TF_USE_LEGACY_KERAS=1 $(PY) bench/bench_noise.py
 
 bench: setup
 	$(PY) bench/bench_accounting.py
@@ -206,6 +207,7 @@ bench: setup
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_preflight.py
 	$(PY) bench/bench_distributed.py
+	$(PY) bench/bench_noise.py
 
 clean:
 	rm -rf $(VENV) $(VENV215) $(VENV312) .pytest_cache .hypothesis .rcheck .vignettes-tf-keras r_pkg/vignettes
