@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from op_tensorflow.distributed import DistributedTrainingError, Run, is_first_replica
+from op_tensorflow.distributed import DistributedTrainingError, Run, is_replica
 
 __all__ = [
     "WorkerReservation",
@@ -59,25 +59,26 @@ def _per_worker_sum(run: Run, values, during: str) -> np.ndarray:
 
 def _collective(run: Run, name: str, values: np.ndarray, during: str) -> np.ndarray:
     with reported_failure(run, during):
-        out = run.strategy.run(_collectives(run.strategy)[name], args=(tf.constant(values),))
+        out = run.strategy.run(_collectives(run)[name], args=(tf.constant(values),))
         return run.strategy.experimental_local_results(out)[0].numpy()
 
 
 _COLLECTIVES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _collectives(strategy) -> dict:
+def _collectives(run: Run) -> dict:
     """A strategy's host-side collectives, traced once (a new tf.function per call would retrace)."""
+    strategy = run.strategy
     if strategy not in _COLLECTIVES:
         spec = [tf.TensorSpec([None], tf.int64)]
-        local_replicas = len(strategy.extended.worker_devices)
+        local_replicas = run.local_replicas
 
         def all_reduce(mine):
             return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, mine)
 
         @tf.function(input_signature=spec)
         def from_chief(local):
-            return all_reduce(tf.where(tf.cast(is_first_replica(), tf.bool), local, tf.zeros_like(local)))
+            return all_reduce(tf.where(tf.cast(is_replica(0), tf.bool), local, tf.zeros_like(local)))
 
         @tf.function(input_signature=spec)
         def per_worker_sum(local):  # each worker's value counted once, on its first local replica

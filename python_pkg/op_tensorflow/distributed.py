@@ -28,7 +28,7 @@ same order and run the same settings (checked by fingerprints, never by sending 
 alone reserves the run on its ledger, and the workers train only if it could. Workers never write a
 ledger. That host-side agreement is in :mod:`op_tensorflow.coordination`; this module finds the run a
 model trains in, refuses what would break the guarantee there, and holds the graph-side parts
-(:func:`replica_shard`, :func:`draws_noise`).
+(:func:`replica_shard`, :func:`is_replica`).
 """
 
 from __future__ import annotations
@@ -43,11 +43,10 @@ __all__ = [
     "DistributedTrainingError",
     "Run",
     "check_optimizer",
-    "chief_local_replicas",
-    "draws_noise",
-    "is_first_replica",
+    "is_replica",
     "noise_owners",
     "replica_shard",
+    "replicas_in_sync",
     "run_of",
     "strategy_scope",
 ]
@@ -75,6 +74,11 @@ class Run:
     @property
     def multi_worker(self) -> bool:
         return self.workers > 1
+
+    @property
+    def local_replicas(self) -> int:
+        """Replicas per worker; the chief's have global ids 0 .. local_replicas - 1."""
+        return self.replicas // self.workers
 
     def describe(self) -> str:
         if self.strategy is None:
@@ -117,29 +121,30 @@ def run_of(model) -> Run:
     return Run(strategy)
 
 
+def _replica() -> tuple[int, tf.Tensor | int]:
+    """``(replicas in sync, this replica's global id)`` of the current replica context; ``(1, 0)`` on one device."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 1, 0
+    return context.num_replicas_in_sync, context.replica_id_in_sync_group
+
+
+def replicas_in_sync() -> int:
+    """How many replicas take part in each step (graph side; 1 on one device)."""
+    return _replica()[0]
+
+
 def replica_shard(positions: tf.Tensor) -> tf.Tensor:
     """This replica's share of a global sample's ``positions``: every R-th, from its replica id (graph side)."""
-    context = tf.distribute.get_replica_context()
-    replicas = 1 if context is None else context.num_replicas_in_sync
-    if replicas == 1:
-        return positions
-    return positions[context.replica_id_in_sync_group :: replicas]
+    replicas, replica = _replica()
+    return positions if replicas == 1 else positions[replica::replicas]
 
 
-def is_first_replica() -> tf.Tensor | bool:
-    """Whether this replica has global id 0 (on the chief); True on one device."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return True
-    return tf.equal(context.replica_id_in_sync_group, 0)
-
-
-def chief_local_replicas() -> int:
-    """How many replicas run on each worker, the chief's having global ids 0 .. L - 1 (graph side; 1 on one device)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return 1
-    return len(tf.distribute.get_strategy().extended.worker_devices)
+def is_replica(index: int) -> tf.Tensor | bool:
+    """Whether this replica has global id ``index`` (e.g. 0, on the chief; a variable's noise owner); True on one
+    device, where the only replica is every owner."""
+    replicas, replica = _replica()
+    return True if replicas == 1 else tf.equal(replica, index)
 
 
 def noise_owners(sizes: list[int], replicas: int) -> list[int]:
@@ -154,14 +159,6 @@ def noise_owners(sizes: list[int], replicas: int) -> list[int]:
         owners[i] = owner
         load[owner] += sizes[i]
     return owners
-
-
-def draws_noise(owner: int) -> tf.Tensor | bool:
-    """Whether this replica draws the noise of a variable that :func:`noise_owners` gave to ``owner``."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return True
-    return tf.equal(context.replica_id_in_sync_group, owner)
 
 
 def strategy_scope(model):

@@ -24,13 +24,15 @@ def graph_sampler(x_rows: np.ndarray, y_rows: np.ndarray, q: float):
     """
     import tensorflow as tf
 
-    from op_tensorflow.distributed import replica_shard
+    from op_tensorflow.distributed import replica_shard, replicas_in_sync
 
     x, y, n = tf.constant(x_rows), tf.constant(y_rows), int(x_rows.shape[0])
     if q >= 1.0:  # every row, with the batch dimension unknown as for Poisson batches
 
         def every_row(seed):
-            rows = replica_shard(tf.compat.v1.placeholder_with_default(tf.range(n, dtype=tf.int64), [None]))
+            if replicas_in_sync() == 1:  # no copy of the data per step
+                return tuple(tf.compat.v1.placeholder_with_default(t, [None, *t.shape[1:]]) for t in (x, y))
+            rows = replica_shard(tf.range(n, dtype=tf.int64))
             return tf.gather(x, rows), tf.gather(y, rows)
 
         return every_row

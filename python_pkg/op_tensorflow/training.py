@@ -59,7 +59,8 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
     path = dp_model._plan.path
     expected_batch = float(loader.batch_size)  # q * n: the divisor must not depend on the data
     strategy = dp_model._run.strategy
-    sizes = [int(np.prod(v.shape)) for v in variables]
+    # each variable's noise is drawn once, by one of the chief's replicas; the optimizer sums the shares
+    owners = distributed.noise_owners([int(np.prod(v.shape)) for v in variables], dp_model._run.local_replicas)
 
     def step_fn(step, sampling_seed, noise_seed):
         """One DP-SGD step, or one replica's share of it (see :mod:`op_tensorflow.distributed`)."""
@@ -72,9 +73,7 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
             lambda: [tf.zeros_like(v) for v in variables],
         )
         seed = tf.random.experimental.stateless_fold_in(noise_seed, step)
-        # each variable's noise is drawn once, by one of the chief's replicas; the optimizer sums the shares
-        owners = distributed.noise_owners(sizes, distributed.chief_local_replicas())
-        drawn = [distributed.draws_noise(owner) for owner in owners]
+        drawn = [distributed.is_replica(owner) for owner in owners]
         contribution = clipping.add_noise(grads, stddev, seed, divide_by=expected_batch, drawn=drawn)
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in contribution])
         optimizer.apply_gradients(zip(contribution, variables, strict=True))
