@@ -16,7 +16,7 @@ import tensorflow as tf
 from conftest import keras2_only, keras3_only
 
 import op_tensorflow as opt
-from op_tensorflow import accounting, coordination, distributed
+from op_tensorflow import accounting, clipping, coordination, distributed
 
 DEVICES = ["/cpu:0", "/cpu:1"]
 HERE = Path(__file__).parent
@@ -99,8 +99,8 @@ def _noise_only_update(strategy, steps_x_rows=(1000, 100)):
     n, batch_size = steps_x_rows
     layers = [
         tf.keras.Input((50,)),
-        tf.keras.layers.Dense(40, use_bias=False),
-        tf.keras.layers.Dense(1, use_bias=False),
+        tf.keras.layers.Dense(100, use_bias=False),  # 5000 values: drawn alone
+        tf.keras.layers.Dense(1, use_bias=False),  # 100 values: a fused group of its own
     ]
     dp_model = _dp_model(strategy, optimizer=lambda: tf.keras.optimizers.SGD(1.0), sigma=1.0, layers=layers)
     before = np.concatenate([w.ravel() for w in dp_model.get_weights()])
@@ -123,7 +123,7 @@ def _std_matches(update: np.ndarray, expected_std: float) -> bool:
 
 def test_noise_is_counted_once_per_global_step(mirrored, monkeypatch):
     update, expected_std = _noise_only_update(mirrored)
-    assert update.size == 50 * 40 + 40
+    assert update.size == 50 * 100 + 100
     assert _std_matches(update, expected_std), np.std(update) / expected_std
     one_device, _ = _noise_only_update(None)
     assert _std_matches(one_device, expected_std)
@@ -138,7 +138,8 @@ def test_noise_is_counted_once_per_global_step(mirrored, monkeypatch):
 
 def test_noise_work_is_spread_over_the_chiefs_replicas():
     """Each variable's noise has exactly one owner; the largest go first, each to the least-loaded replica."""
-    assert distributed.noise_owners([2000, 40], 2) == [0, 1]  # the model of the noise test: both replicas draw
+    assert clipping.noise_groups([5000, 100]) == [[0], [1]]  # the model of the noise test: both replicas draw
+    assert distributed.noise_owners([5000, 100], 2) == [0, 1]
     assert distributed.noise_owners([10, 10, 10, 10], 1) == [0, 0, 0, 0]
     sizes = [640, 64, 64 * 64, 64, 64 * 10, 10]
     owners = distributed.noise_owners(sizes, 3)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 from op_tensorflow import keras_seam
-from op_tensorflow.registry import fallback_layer_computation, make_registry
+from op_tensorflow.registry import clipped_sum_of, fallback_layer_computation, make_registry
 from op_tensorflow.registry.fallback import map_over_examples
 
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -41,7 +41,8 @@ PATHS = (GHOST, PER_EXAMPLE)
 def layer_hook(tape: tf.GradientTape, registry, *, training: bool = True):
     """The per-layer hook of the ghost-norm forward pass: ``(layer, args, kwargs) -> (outputs, hook)``.
 
-    ``hook`` is None for layers without trainable weights, else ``(layer, base_vars, sqr_norm_fn)``.
+    ``hook`` is None for layers without trainable weights, else ``(layer, base_vars, sqr_norm_fn, clipped_sum)``
+    (``clipped_sum`` None when the registry function gives none: see :mod:`op_tensorflow.registry`).
 
     ``sqr_norm_fn`` runs as written, not through AutoGraph: norm functions are plain tensor code, and
     tensorflow-privacy's einsum utilities (behind the Dense norms) call ``os.path.commonprefix``, whose
@@ -61,7 +62,8 @@ def layer_hook(tape: tf.GradientTape, registry, *, training: bool = True):
         except NotImplementedError:  # a configuration the fast path does not cover
             base_vars, outputs, sqr_norm_fn = fallback_layer_computation(layer, args, kwargs, registry_tape, None)
         base_vars = tf.nest.map_structure(keras_seam.tape_target, base_vars)
-        return outputs, (layer, base_vars, tf.autograph.experimental.do_not_convert(sqr_norm_fn))
+        clipped_sum = clipped_sum_of(sqr_norm_fn)
+        return outputs, (layer, base_vars, tf.autograph.experimental.do_not_convert(sqr_norm_fn), clipped_sum)
 
     return hook
 
@@ -87,13 +89,8 @@ def clip_factors(norms: tf.Tensor, losses: tf.Tensor, l2_norm_clip: float) -> tu
     return tf.stop_gradient(tf.cast(factors, tf.float32)), ok
 
 
-def ghost_norms(model, x, y, loss_fn, *, registry=None, training: bool = True):
-    """Per-example gradient norms by ghost clipping: ``(norms, losses, per_layer, tape)``.
-
-    ``per_layer`` lists ``(layer, squared norms of that layer's weights)`` for every hooked layer call;
-    ``tape`` is the persistent tape of the forward pass (the caller deletes it).
-    """
-    registry = make_registry() if registry is None else registry
+def _norm_pass(model, x, y, loss_fn, registry, training):
+    """The forward pass and the one backward pass to the layers' base vars: ``(hooks, base_grads, losses, tape)``."""
     variables = keras_seam.tape_variables(model.trainable_variables)
     tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
     with tape:
@@ -103,20 +100,60 @@ def ghost_norms(model, x, y, loss_fn, *, registry=None, training: bool = True):
         summed_loss = tf.reduce_sum(losses)
     hooks = [h for h in hooks if h is not None]
     base_grads = tape.gradient(summed_loss, [h[1] for h in hooks], unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    per_layer = [(layer, fn(g)) for (layer, _, fn), g in zip(hooks, base_grads, strict=True)]
+    return hooks, base_grads, losses, tape
+
+
+def ghost_norms(model, x, y, loss_fn, *, registry=None, training: bool = True):
+    """Per-example gradient norms by ghost clipping: ``(norms, losses, per_layer, tape)``.
+
+    ``per_layer`` lists ``(layer, squared norms of that layer's weights)`` for every hooked layer call;
+    ``tape`` is the persistent tape of the forward pass (the caller deletes it).
+    """
+    registry = make_registry() if registry is None else registry
+    hooks, base_grads, losses, tape = _norm_pass(model, x, y, loss_fn, registry, training)
+    per_layer = [(h[0], h[2](g)) for h, g in zip(hooks, base_grads, strict=True)]
     squared = tf.add_n([s for _, s in per_layer]) if per_layer else tf.zeros_like(losses)
     return tf.sqrt(squared), losses, per_layer, tape
 
 
-def _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training):
-    variables = keras_seam.tape_variables(model.trainable_variables)
-    norms, losses, _, tape = ghost_norms(model, x, y, loss_fn, registry=registry, training=training)
+def _direct_sums(hooks, base_grads, factors) -> dict[int, tf.Tensor | tf.IndexedSlices]:
+    """Clipped sums from the norm pass for the layers whose registry function gives one, keyed by ``id(variable)``.
+
+    A layer's sums are used only if they cover exactly its trainable variables (a LoRA Dense, say, trains
+    other variables than the kernel it was written for); its variables then take the second pass instead.
+    """
+    sums: dict[int, tf.Tensor | tf.IndexedSlices] = {}
+    for (layer, _, _, clipped_sum), grads in zip(hooks, base_grads, strict=True):
+        if clipped_sum is None:
+            continue
+        pairs = clipped_sum(grads, factors)
+        if {id(v) for v, _ in pairs} == {id(v) for v in layer.trainable_variables} and len(pairs) == len(
+            layer.trainable_variables
+        ):
+            sums.update((id(v), g) for v, g in pairs)
+    return sums
+
+
+def _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training, *, dense: bool = True):
+    """Norms, then the clipped sum: from the norm pass where the layers allow it, else one more backward pass."""
+    hooks, base_grads, losses, tape = _norm_pass(model, x, y, loss_fn, registry, training)
+    squared = [h[2](g) for h, g in zip(hooks, base_grads, strict=True)]
+    norms = tf.sqrt(tf.add_n(squared) if squared else tf.zeros_like(losses))
     factors, ok = clip_factors(norms, losses, l2_norm_clip)
-    grads = tape.gradient(
-        losses, variables, output_gradients=factors, unconnected_gradients=tf.UnconnectedGradients.ZERO
-    )
+    sums = _direct_sums(hooks, base_grads, factors)
+    trainable = model.trainable_variables
+    rest = [i for i, v in enumerate(trainable) if id(v) not in sums]
+    if rest:  # the second backward pass, for the variables no registry function covers
+        variables = keras_seam.tape_variables([trainable[i] for i in rest])
+        second = tape.gradient(
+            losses, variables, output_gradients=factors, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        sums.update((id(trainable[i]), g) for i, g in zip(rest, second, strict=True))
     del tape
-    return [tf.convert_to_tensor(g) for g in grads], norms, losses, ok
+    grads = [sums[id(v)] for v in trainable]
+    if dense:
+        grads = [tf.convert_to_tensor(g) for g in grads]
+    return grads, norms, losses, ok
 
 
 def per_example_gradients(model, x, y, loss_fn, *, training: bool = True):
@@ -218,24 +255,63 @@ def clipped_gradient_sum(
     return grads, norms, losses
 
 
+# Variables below this many values share one draw (one sampler call costs ~5 us on CPU, more than drawing
+# a few thousand normals; bench/bench_noise.py); larger ones are drawn alone, bound by the sampler's throughput.
+FUSE_BELOW = 4096
+FUSED_GROUP_MAX = 65536
+
+
+def noise_groups(sizes: Sequence[int]) -> list[list[int]]:
+    """Which variables share one Gaussian draw: lists of indices into ``sizes``, a function of the sizes only.
+
+    A variable of ``FUSE_BELOW`` values or more is drawn alone; the smaller ones are fused, in order, into
+    groups of at most ``FUSED_GROUP_MAX`` values. The grouping depends on nothing but the sizes, so the
+    same seeds give the same noise on one device and on any number of replicas.
+    """
+    groups: list[list[int]] = []
+    small: list[int] = []
+    small_total = 0
+    for i, size in enumerate(sizes):
+        if size >= FUSE_BELOW:
+            groups.append([i])
+            continue
+        if small and small_total + size > FUSED_GROUP_MAX:
+            groups.append(small)
+            small, small_total = [], 0
+        small.append(i)
+        small_total += size
+    if small:
+        groups.append(small)
+    return sorted(groups)
+
+
 def add_noise(
     grads: Sequence[tf.Tensor], stddev: float, seed: tf.Tensor, *, divide_by: float, drawn: Sequence | None = None
 ) -> list[tf.Tensor]:
     """``(g + N(0, stddev^2 I)) / divide_by`` for each gradient, from stateless seeded noise.
 
-    The noise of gradient i comes from ``fold_in(seed, i)``. ``drawn[i]`` (a bool or a boolean tensor) says
-    whether this replica adds gradient i's noise; None means every gradient's (one device).
+    Gradients are drawn in the groups of :func:`noise_groups` (static shapes): group k's noise is one
+    ``stateless_normal`` from ``fold_in(seed, k)``, split into its gradients. ``drawn[k]`` (a bool or a
+    boolean tensor) says whether this replica adds group k's noise; None means every group's (one device).
     """
-    noisy = []
-    for i, g in enumerate(grads):
+    sizes = [g.shape.num_elements() for g in grads]
+    noisy = list(grads)
+    for k, group in enumerate(noise_groups(sizes)):
 
-        def with_noise(g=g, i=i):
+        def with_noise(group=group, k=k):
+            members = [grads[i] for i in group]
             noise = tf.random.stateless_normal(
-                tf.shape(g), seed=tf.random.experimental.stateless_fold_in(seed, i), stddev=stddev, dtype=g.dtype
+                [sum(sizes[i] for i in group)],
+                seed=tf.random.experimental.stateless_fold_in(seed, k),
+                stddev=stddev,
+                dtype=members[0].dtype,
             )
-            return g + noise
+            parts = tf.split(noise, [sizes[i] for i in group]) if len(group) > 1 else [noise]
+            return [g + tf.cast(tf.reshape(part, g.shape), g.dtype) for g, part in zip(members, parts, strict=True)]
 
-        here = True if drawn is None else drawn[i]
-        summed = with_noise() if here is True else tf.cond(here, with_noise, lambda g=g: tf.identity(g))
-        noisy.append(summed / divide_by)
-    return noisy
+        here = True if drawn is None else drawn[k]
+        unchanged = lambda group=group: [tf.identity(grads[i]) for i in group]  # noqa: E731
+        summed = with_noise() if here is True else tf.cond(here, with_noise, unchanged)
+        for i, value in zip(group, summed, strict=True):
+            noisy[i] = value
+    return [g / divide_by for g in noisy]

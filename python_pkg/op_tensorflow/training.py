@@ -45,7 +45,7 @@ def callback_list(callbacks, model, params: dict) -> tf.keras.callbacks.Callback
 
 
 def build_train_chunk(dp_model, loader: PrivateDataLoader):
-    """The traced DP-SGD steps of ``dp_model`` on ``loader``: ``(first_step, num_steps, seeds) -> all finite``."""
+    """The traced DP-SGD steps of ``dp_model`` on ``loader``: ``(first_step, num_steps, seeds) -> weights finite``."""
     model, optimizer, loss_fn, registry = dp_model._model, dp_model._optimizer, dp_model._loss_fn, dp_model._registry
     variables = model.trainable_variables
     # Slots must exist before the graph loop that applies gradients is traced (mirrored, under a strategy).
@@ -59,8 +59,10 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
     path = dp_model._plan.path
     expected_batch = float(loader.batch_size)  # q * n: the divisor must not depend on the data
     strategy = dp_model._run.strategy
-    # each variable's noise is drawn once, by one of the chief's replicas; the optimizer sums the shares
-    owners = distributed.noise_owners([int(np.prod(v.shape)) for v in variables], dp_model._run.local_replicas)
+    # each noise group is drawn once, by one of the chief's replicas; the optimizer sums the shares
+    sizes = [int(np.prod(v.shape)) for v in variables]
+    group_sizes = [sum(sizes[i] for i in group) for group in clipping.noise_groups(sizes)]
+    owners = distributed.noise_owners(group_sizes, dp_model._run.local_replicas)
 
     def step_fn(step, sampling_seed, noise_seed):
         """One DP-SGD step, or one replica's share of it (see :mod:`op_tensorflow.distributed`)."""
@@ -75,9 +77,7 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
         seed = tf.random.experimental.stateless_fold_in(noise_seed, step)
         drawn = [distributed.is_replica(owner) for owner in owners]
         contribution = clipping.add_noise(grads, stddev, seed, divide_by=expected_batch, drawn=drawn)
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in contribution])
         optimizer.apply_gradients(zip(contribution, variables, strict=True))
-        return finite
 
     @tf.function(
         input_signature=[
@@ -90,18 +90,14 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
     )
     def train_chunk(first_step, num_steps, sampling_seed, noise_seed):
         dp_model._trace_count += 1  # Python side effect: runs once per trace
-        finite = tf.constant(True)
         for step in tf.range(first_step, first_step + num_steps):
             if strategy is None:
-                finite = tf.logical_and(finite, step_fn(step, sampling_seed, noise_seed))
-            else:  # replicas check their own share; a remote worker's non-finite share shows in the weights
-                flags = strategy.run(step_fn, args=(step, sampling_seed, noise_seed))
-                finite = tf.logical_and(finite, tf.reduce_all(strategy.experimental_local_results(flags)))
-        if strategy is not None:
-            finite = tf.logical_and(
-                finite, tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in model.trainable_variables])
-            )
-        return finite
+                step_fn(step, sampling_seed, noise_seed)
+            else:
+                strategy.run(step_fn, args=(step, sampling_seed, noise_seed))
+        # Checked once per call, on the weights: a non-finite update leaves a non-finite weight (inf and NaN
+        # stay non-finite through every later update), on every replica and worker alike.
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in model.trainable_variables])
 
     return train_chunk
 

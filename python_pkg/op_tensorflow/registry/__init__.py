@@ -43,6 +43,19 @@ Supporting a new layer type takes one module::
 
 imported before ``make_registry()`` is called. A later registration for the same class replaces an earlier
 one, and registered functions take precedence over the tensorflow-privacy defaults.
+
+**One backward pass.** A registry function may also say how to build its layer's share of the *clipped
+gradient sum* from what the norm pass holds, by returning ``with_clipped_sum(sqr_norm_fn, clipped_sum)``::
+
+    clipped_sum(base_vars_grads, factors) -> [(variable, sum_i factors[i] * (example i's gradient)), ...]
+
+``factors`` is the ``(batch,)`` vector of clip factors ``min(1, C / ||g_i||)``; the gradients may be dense or
+``tf.IndexedSlices``. For a model whose trainable variables are all covered this way the engine needs no
+second backward pass (book-keeping, Bu et al., ICML 2023): Dense (``Σ_i c_i a_iᵀ g_i``), Conv1D/Conv2D (the
+same on input patches), Embedding (the looked-up rows' gradients weighted per example, kept sparse),
+LayerNormalization and GroupNormalization (per-example ``gamma``/``beta`` gradients weighted and summed).
+Variables no layer covers (fallback layers, tensorflow-privacy's other functions) get their clipped sum from
+a second backward pass restricted to them.
 """
 
 from __future__ import annotations
@@ -67,7 +80,9 @@ __all__ = [
     "RegistryFunction",
     "fallback_layer_computation",
     "make_registry",
+    "clipped_sum_of",
     "register_layer",
+    "with_clipped_sum",
 ]
 
 RegistryFunction = type_aliases.RegistryFunction
@@ -105,6 +120,51 @@ def register_layer(layer_class: type[tf.keras.layers.Layer]) -> Callable[[Regist
     return decorator
 
 
+def with_clipped_sum(sqr_norm_fn: Callable, clipped_sum: Callable) -> Callable:
+    """``sqr_norm_fn``, carrying ``clipped_sum`` (see "One backward pass" in the module docstring)."""
+    sqr_norm_fn.clipped_sum = clipped_sum
+    return sqr_norm_fn
+
+
+def clipped_sum_of(sqr_norm_fn: Callable) -> Callable | None:
+    """The clipped-sum function a registry function attached to its ``sqr_norm_fn``, or None."""
+    return getattr(sqr_norm_fn, "clipped_sum", None)
+
+
+def _weighted_sum(grads: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
+    """``sum_i factors[i] * grads[i]`` over axis 0 (per-example gradients stacked on axis 0)."""
+    shape = tf.concat([tf.shape(factors), tf.ones([grads.shape.rank - 1], tf.int32)], 0)
+    return tf.reduce_sum(grads * tf.reshape(tf.cast(factors, grads.dtype), shape), 0)
+
+
+def _embedding_computation(
+    layer_instance: tf.keras.layers.Embedding,
+    input_args: Sequence[Any],
+    input_kwargs: Mapping[str, Any],
+    tape: tf.GradientTape,
+    num_microbatches: tf.Tensor | None = None,
+) -> type_aliases.RegistryFunctionOutput:
+    """Registry function for ``Embedding``: tensorflow-privacy's norms, and the clipped sum kept sparse.
+
+    The norm pass's gradient of the table is a ``tf.IndexedSlices`` with one row per lookup (row-major over
+    the example's ids); weighting each row by its example's clip factor gives the clipped sum.
+    """
+    input_kwargs = {k: v for k, v in (input_kwargs or {}).items() if k != "training"}
+    base_vars, outputs, sqr_norm_fn = embedding_layer_computation(
+        layer_instance, input_args, input_kwargs, tape, num_microbatches
+    )
+    if num_microbatches is not None:
+        return base_vars, outputs, sqr_norm_fn
+    ids = tf.convert_to_tensor(input_args[0])
+
+    def clipped_sum(grads: tf.IndexedSlices, factors: tf.Tensor):
+        per_example = tf.reshape(grads.values, tf.stack([tf.shape(ids)[0], -1, tf.shape(grads.values)[-1]]))
+        values = tf.reshape(per_example * tf.cast(factors, grads.values.dtype)[:, None, None], tf.shape(grads.values))
+        return [(layer_instance.embeddings, tf.IndexedSlices(values, grads.indices, grads.dense_shape))]
+
+    return base_vars, outputs, with_clipped_sum(sqr_norm_fn, clipped_sum)
+
+
 def _layer_normalization_computation(
     layer_instance: tf.keras.layers.LayerNormalization,
     input_args: Sequence[Any],
@@ -128,14 +188,27 @@ def _layer_normalization_computation(
     """
     if layer_instance.gamma is None or layer_instance.beta is None:
         return fallback_layer_computation(layer_instance, input_args, input_kwargs, tape, num_microbatches)
-    return layer_normalization_computation(layer_instance, input_args, input_kwargs, tape, num_microbatches)
+    base_vars, outputs, sqr_norm_fn = layer_normalization_computation(
+        layer_instance, input_args, input_kwargs, tape, num_microbatches
+    )
+    if num_microbatches is not None:
+        return base_vars, outputs, sqr_norm_fn
+
+    def clipped_sum(grads, factors):  # the base vars are gamma and beta tiled per example
+        gamma_grads, beta_grads = grads
+        return [
+            (layer_instance.gamma, _weighted_sum(tf.convert_to_tensor(gamma_grads), factors)),
+            (layer_instance.beta, _weighted_sum(tf.convert_to_tensor(beta_grads), factors)),
+        ]
+
+    return base_vars, outputs, with_clipped_sum(sqr_norm_fn, clipped_sum)
 
 
 def _default_functions() -> dict[type[tf.keras.layers.Layer], RegistryFunction]:
     """Returns the registry functions taken from tensorflow-privacy."""
     return {
         tf.keras.layers.Dense: dense_layer_computation,
-        tf.keras.layers.Embedding: embedding_layer_computation,
+        tf.keras.layers.Embedding: _embedding_computation,
         tf.keras.layers.LayerNormalization: _layer_normalization_computation,
     }
 

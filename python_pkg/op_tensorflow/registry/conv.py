@@ -31,7 +31,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow_privacy.privacy.fast_gradient_clipping import type_aliases
 
-from op_tensorflow.registry import register_layer
+from op_tensorflow.registry import register_layer, with_clipped_sum
 
 __all__ = ["conv_layer_computation"]
 
@@ -198,19 +198,39 @@ def conv_layer_computation(
     activation = layer_instance.activation
     outputs = activation(base_vars) if activation is not None else base_vars
 
+    groups = layer_instance.groups
+    patches: list = []  # per group, traced once and shared by the norms and the clipped sum
+
+    def group_patches() -> list[tf.Tensor]:
+        if not patches:
+            input_parts = tf.split(inputs, groups, axis=-1) if groups > 1 else [inputs]
+            patches.extend(_input_patches(layer_instance, part) for part in input_parts)
+        return patches
+
+    def split_groups(grads: tf.Tensor) -> list[tf.Tensor]:
+        return tf.split(grads, groups, axis=-1) if groups > 1 else [grads]
+
     def sqr_norm_fn(base_vars_grads: tf.Tensor) -> tf.Tensor:
         grads = _positions_first(tf.cast(base_vars_grads, tf.float32))
-        groups = layer_instance.groups
-        input_parts = tf.split(inputs, groups, axis=-1) if groups > 1 else [inputs]
-        grad_parts = tf.split(grads, groups, axis=-1) if groups > 1 else [grads]
-        sqr_norms = tf.add_n(
-            [
-                kernel_sqr_norms(_input_patches(layer_instance, part), part_grads)
-                for part, part_grads in zip(input_parts, grad_parts, strict=True)
-            ]
-        )
+        parts = zip(group_patches(), split_groups(grads), strict=True)
+        sqr_norms = tf.add_n([kernel_sqr_norms(part_patches, part_grads) for part_patches, part_grads in parts])
         if layer_instance.use_bias:
             sqr_norms += tf.reduce_sum(tf.square(tf.reduce_sum(grads, axis=1)), axis=1)
         return sqr_norms
 
-    return base_vars, outputs, sqr_norm_fn
+    def clipped_sum(base_vars_grads: tf.Tensor, factors: tf.Tensor) -> list:
+        """``sum_i c_i sum_t a_it g_it^T`` per group: one matmul of the flattened patches and weighted grads."""
+        grads = _positions_first(tf.cast(base_vars_grads, tf.float32)) * tf.cast(factors, tf.float32)[:, None, None]
+        kernel = layer_instance.kernel
+        blocks = []
+        for part_patches, part_grads in zip(group_patches(), split_groups(grads), strict=True):
+            flat_patches = tf.reshape(part_patches, [-1, part_patches.shape[-1]])
+            flat_grads = tf.reshape(part_grads, [-1, part_grads.shape[-1]])
+            block = tf.matmul(flat_patches, flat_grads, transpose_a=True)  # rows in (kernel positions, C_in) order
+            blocks.append(tf.reshape(block, [*kernel.shape[:-1], part_grads.shape[-1]]))
+        pairs = [(kernel, tf.cast(tf.concat(blocks, -1) if groups > 1 else blocks[0], kernel.dtype))]
+        if layer_instance.use_bias:
+            pairs.append((layer_instance.bias, tf.cast(tf.reduce_sum(grads, axis=[0, 1]), layer_instance.bias.dtype)))
+        return pairs
+
+    return base_vars, outputs, with_clipped_sum(sqr_norm_fn, clipped_sum)

@@ -1,35 +1,95 @@
-"""``Dense``: tensorflow-privacy's registry function, with norms that do not overflow for finite examples.
+"""``Dense``: per-example gradient norms and the clipped gradient sum from one backward pass.
 
-tensorflow-privacy squares the layer input and the output gradient in float32, so one example with a large
-but finite feature (1e20) gets an infinite (or NaN) norm although its true norm is finite. Here its einsum
-decomposition runs in float64 (two casts; cheaper than rescaling per example), and the result is float32
-again, as the registry contract says: inf only where the squared norm itself exceeds float32's range.
+With ``a_i`` the layer's input and ``g_i = dL_i/dz_i`` the gradient at its pre-activation output ``z = a W + b``
+(both of shape ``(positions, features)`` per example; one position for the usual 2-D inputs), example i's
+kernel gradient is ``a_i^T g_i`` and its bias gradient ``sum_t g_it``.
+
+* **Norms.** For 2-D inputs ``||a_i^T g_i||^2 = ||a_i||^2 ||g_i||^2`` (ghost norm, nothing materialized). For
+  inputs with positions (``(batch, T, d_in)``) the same mixed rule as convolutions
+  (:func:`op_tensorflow.registry.conv.kernel_sqr_norms`): ghost norms from two ``(T, T)`` Gram matrices when
+  ``2 T^2 <= d_in * d_out``, else the materialized ``(d_in, d_out)`` per-example gradient. Norms are computed
+  in float64, so a large but finite feature (1e20) does not overflow float32's squares; the result is float32,
+  as the registry contract says.
+* **Clipped sum.** ``sum_i c_i a_i^T g_i`` is one matmul of the flattened inputs with the clip-weighted output
+  gradients, and ``sum_i c_i sum_t g_it`` the bias: the cost of the non-private weight gradient, with no
+  second backward pass through the model.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
-from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions import einsum_utils
-from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions.dense import dense_layer_computation
 
-from op_tensorflow.registry import register_layer
+from op_tensorflow.registry import register_layer, with_clipped_sum
+from op_tensorflow.registry.conv import kernel_sqr_norms
+
+__all__ = ["dense_computation"]
+
+
+def _per_example_weights(factors: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """``factors`` (batch,) shaped to broadcast against ``like`` (batch, ...)."""
+    shape = tf.concat([tf.shape(factors), tf.ones([like.shape.rank - 1], tf.int32)], 0)
+    return tf.reshape(tf.cast(factors, like.dtype), shape)
+
+
+def _direct_sum_supported(layer_instance) -> bool:
+    """Plain kernel and bias (no LoRA, no quantized kernel): the variables the clipped sum is written for."""
+    return (
+        not getattr(layer_instance, "lora_enabled", False)
+        and getattr(layer_instance, "quantization_mode", None) is None
+    )
 
 
 @register_layer(tf.keras.layers.Dense)
 def dense_computation(layer_instance, input_args, input_kwargs, tape, num_microbatches=None):
-    """Registry function for ``tf.keras.layers.Dense`` (see tensorflow-privacy's ``dense_layer_computation``)."""
-    # Keras 3's Dense.call takes a `training` argument it ignores; tensorflow-privacy refuses any kwarg.
-    input_kwargs = {k: v for k, v in input_kwargs.items() if k != "training"}
+    """Registry function for ``tf.keras.layers.Dense``: norms and the clipped sum (see the module docstring)."""
     if num_microbatches is not None:
-        return dense_layer_computation(layer_instance, input_args, input_kwargs, tape, num_microbatches)
-    base_vars, outputs, _ = dense_layer_computation(layer_instance, input_args, input_kwargs, tape, None)
+        raise NotImplementedError("The Dense registry function does not support microbatches.")
+    if len(input_args) != 1:
+        raise ValueError("Dense takes exactly one positional input.")
+    # Keras 3's Dense.call takes a `training` argument it ignores.
+    input_kwargs = {k: v for k, v in input_kwargs.items() if k != "training"}
+    if input_kwargs:
+        raise NotImplementedError(f"Dense called with {sorted(input_kwargs)}; use the fallback.")
     inputs = tf.convert_to_tensor(input_args[0])
+    if inputs.shape.rank is None or inputs.shape.rank < 2:
+        raise NotImplementedError("Dense inputs of unknown rank; use the fallback.")
+    if inputs.shape[-1] is None:
+        raise NotImplementedError("Dense inputs of unknown width; use the fallback.")
+    activation = layer_instance.activation
+    layer_instance.activation = None
+    try:
+        base_vars = layer_instance(inputs)
+    finally:
+        layer_instance.activation = activation
+    tape.watch(base_vars)
+    outputs = activation(base_vars) if activation is not None else base_vars
+    d_in, d_out = inputs.shape[-1], base_vars.shape[-1]
+
+    def positions_first(t, features):
+        return tf.reshape(t, tf.stack([tf.shape(t)[0], -1, features]))
 
     def sqr_norm_fn(grads):
         x, g = tf.cast(inputs, tf.float64), tf.cast(grads, tf.float64)
-        squared = einsum_utils.compute_fast_einsum_squared_gradient_norm(
-            "...b,bc->...c", x, g, "c" if layer_instance.use_bias else None
-        )
+        if inputs.shape.rank == 2:
+            squared = tf.reduce_sum(tf.square(x), 1) * tf.reduce_sum(tf.square(g), 1)
+            bias = tf.reduce_sum(tf.square(g), 1)
+        else:
+            x, g = positions_first(x, d_in), positions_first(g, d_out)
+            squared = kernel_sqr_norms(x, g)
+            bias = tf.reduce_sum(tf.square(tf.reduce_sum(g, 1)), 1)
+        if layer_instance.use_bias:
+            squared += bias
         return tf.cast(squared, tf.float32)  # the registry contract: float32 squared norms
 
-    return base_vars, outputs, sqr_norm_fn
+    def clipped_sum(grads, factors):
+        weighted = tf.cast(grads, layer_instance.kernel.dtype) * _per_example_weights(factors, grads)
+        flat_inputs = tf.reshape(tf.cast(inputs, weighted.dtype), [-1, d_in])
+        flat_grads = tf.reshape(weighted, [-1, d_out])
+        pairs = [(layer_instance.kernel, tf.matmul(flat_inputs, flat_grads, transpose_a=True))]
+        if layer_instance.use_bias:
+            pairs.append((layer_instance.bias, tf.reduce_sum(flat_grads, 0)))
+        return pairs
+
+    if not _direct_sum_supported(layer_instance):
+        return base_vars, outputs, sqr_norm_fn
+    return base_vars, outputs, with_clipped_sum(sqr_norm_fn, clipped_sum)

@@ -16,7 +16,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow_privacy.privacy.fast_gradient_clipping import type_aliases
 
-from op_tensorflow.registry import register_layer
+from op_tensorflow.registry import register_layer, with_clipped_sum
 
 __all__ = ["group_normalization_computation"]
 
@@ -58,21 +58,19 @@ def _normalized_inputs(
     return tf.reshape(normalized, input_shape)
 
 
-def _per_example_sqr_norms(
+def _per_example_grads(
     layer_instance: tf.keras.layers.GroupNormalization, x_hat: tf.Tensor, grads: tf.Tensor
-) -> tf.Tensor:
-    """Squared norms of the per-example ``gamma`` and ``beta`` gradients, shape ``(batch,)``."""
+) -> list[tuple[tf.Variable, tf.Tensor]]:
+    """``(variable, per-example gradients (batch, channels))`` for ``gamma`` and ``beta`` (those that exist)."""
     rank = grads.shape.rank
     axis = _channel_axis(layer_instance, rank)
     position_axes = [i for i in range(1, rank) if i != axis]
-    sqr_norms = tf.zeros(tf.shape(grads)[:1], tf.float32)
+    pairs = []
     if layer_instance.scale:
-        gamma_grads = tf.reduce_sum(x_hat * grads, axis=position_axes)
-        sqr_norms += tf.reduce_sum(tf.square(gamma_grads), axis=1)
+        pairs.append((layer_instance.gamma, tf.reduce_sum(x_hat * grads, axis=position_axes)))
     if layer_instance.center:
-        beta_grads = tf.reduce_sum(grads, axis=position_axes)
-        sqr_norms += tf.reduce_sum(tf.square(beta_grads), axis=1)
-    return sqr_norms
+        pairs.append((layer_instance.beta, tf.reduce_sum(grads, axis=position_axes)))
+    return pairs
 
 
 @register_layer(tf.keras.layers.GroupNormalization)
@@ -111,8 +109,20 @@ def group_normalization_computation(
     outputs = layer_instance(*input_args, **input_kwargs)
     tape.watch(outputs)
 
-    def sqr_norm_fn(grads: tf.Tensor) -> tf.Tensor:
-        x_hat = _normalized_inputs(layer_instance, inputs, mask)
-        return _per_example_sqr_norms(layer_instance, x_hat, tf.cast(grads, tf.float32))
+    per_example: dict = {}  # traced once, shared by the norms and the clipped sum
 
-    return outputs, outputs, sqr_norm_fn
+    def per_example_grads(grads: tf.Tensor) -> list:
+        if "pairs" not in per_example:
+            x_hat = _normalized_inputs(layer_instance, inputs, mask)
+            per_example["pairs"] = _per_example_grads(layer_instance, x_hat, tf.cast(grads, tf.float32))
+        return per_example["pairs"]
+
+    def sqr_norm_fn(grads: tf.Tensor) -> tf.Tensor:
+        squares = [tf.reduce_sum(tf.square(g), axis=1) for _, g in per_example_grads(grads)]
+        return tf.add_n(squares) if squares else tf.zeros(tf.shape(grads)[:1], tf.float32)
+
+    def clipped_sum(grads: tf.Tensor, factors: tf.Tensor) -> list:
+        weights = tf.cast(factors, tf.float32)[:, None]
+        return [(v, tf.reduce_sum(g * weights, 0)) for v, g in per_example_grads(grads)]
+
+    return outputs, outputs, with_clipped_sum(sqr_norm_fn, clipped_sum)
