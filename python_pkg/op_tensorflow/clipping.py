@@ -25,10 +25,11 @@ Everything runs inside ``tf.function`` with an unknown batch dimension, so Poiss
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import tensorflow as tf
 
-from op_tensorflow import keras_seam
+from op_tensorflow import keras_seam, sparse_noise
 from op_tensorflow.registry import clipped_sum_of, fallback_layer_computation, make_registry
 from op_tensorflow.registry.fallback import map_over_examples
 
@@ -156,6 +157,50 @@ def _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training, *
     return grads, norms, losses, ok
 
 
+def pack_sparse(grads: Sequence, batch_size: tf.Tensor) -> list:
+    """Each ``tf.IndexedSlices`` sum as a ``SparseRows`` tuple (which ``tf.cond`` can return), dense ones as they are.
+
+    The lookups of an embedding table's sum are row-major over the examples' ids, so reshaping its indices to
+    ``(batch, -1)`` gives each example's ids, from which the contribution-map counts are taken here.
+    """
+    packed = []
+    for g in grads:
+        if isinstance(g, tf.IndexedSlices):
+            indices = tf.cast(g.indices, tf.int64)
+            rows, counts = sparse_noise.row_counts(tf.reshape(indices, tf.stack([batch_size, -1])))
+            packed.append(SparseRows(g.values, indices, rows, counts))
+        else:
+            packed.append(g)
+    return packed
+
+
+class SparseRows(NamedTuple):
+    """A table's clipped sum as lookups (``values`` one row per lookup, ``indices`` their row ids), with the
+    rows the batch touched and their contribution-map counts (:func:`op_tensorflow.sparse_noise.row_counts`)."""
+
+    values: tf.Tensor
+    indices: tf.Tensor
+    rows: tf.Tensor
+    counts: tf.Tensor
+
+
+def sum_kind(grad) -> tf.DType | None:
+    """What :func:`zero_sum` needs to know of a clipped sum: its values' dtype if it is ``SparseRows``, else None."""
+    return grad.values.dtype if isinstance(grad, SparseRows) else None
+
+
+def zero_sum(variable, kind: tf.DType | None = None):
+    """A zero clipped sum for ``variable``: dense, or ``SparseRows`` with no lookup when ``kind`` is a dtype."""
+    if kind is not None:
+        return SparseRows(
+            tf.zeros([0, *variable.shape[1:]], kind),
+            tf.zeros([0], tf.int64),
+            tf.zeros([0], tf.int64),
+            tf.zeros([0], tf.float32),
+        )
+    return tf.zeros(variable.shape, variable.dtype)
+
+
 def per_example_gradients(model, x, y, loss_fn, *, training: bool = True):
     """Each example's gradient, computed on its own: ``(grads, norms, losses)``, grads stacked on axis 0."""
     variables = keras_seam.tape_variables(model.trainable_variables)
@@ -208,6 +253,7 @@ def clipped_gradient_sum(
     registry=None,
     path: str = GHOST,
     training: bool = True,
+    sparse: bool = False,
 ) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
     """Sum over the batch of per-example gradients clipped to ``l2_norm_clip``.
 
@@ -222,6 +268,8 @@ def clipped_gradient_sum(
         path: ``"ghost"`` (ghost norms and a second backward pass) or ``"per_example"`` (each example's
             gradient on its own); :func:`op_tensorflow.preflight.plan_clipping` chooses it.
         training: The Keras training flag of the layer calls.
+        sparse: Keep embedding tables' sums sparse, as :class:`SparseRows` (ghost path only), for the
+            sparse embedding noise.
 
     Returns:
         ``(grads, norms, losses)``: the clipped gradient sum, one dense tensor per trainable
@@ -234,7 +282,14 @@ def clipped_gradient_sum(
     if path != GHOST:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}.")
     registry = make_registry() if registry is None else registry
-    grads, norms, losses, ok = _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training)
+
+    def pass_on(a, b):
+        grads, norms, losses, ok = _ghost_clipped_sum(
+            model, a, b, loss_fn, l2_norm_clip, registry, training, dense=not sparse
+        )
+        return (pack_sparse(grads, tf.shape(losses)[0]) if sparse else grads), norms, losses, ok
+
+    grads, norms, losses, ok = pass_on(x, y)
 
     # 0 * inf inside the second backward pass turns a weighted-out example into NaN for the whole sum, so a
     # batch with a non-finite example is computed again without it. (One cond on the whole batch: a check of
@@ -243,13 +298,17 @@ def clipped_gradient_sum(
 
     def without_bad_rows():
         def recompute():
-            grads = _ghost_clipped_sum(
-                model, tf.boolean_mask(x, ok), tf.boolean_mask(y, ok), loss_fn, l2_norm_clip, registry, training
-            )[0]
-            return [tf.ensure_shape(g, v.shape) for g, v in zip(grads, variables, strict=True)]
+            again = pass_on(tf.boolean_mask(x, ok), tf.boolean_mask(y, ok))[0]
+            return [
+                g if isinstance(g, SparseRows) else tf.ensure_shape(g, v.shape)
+                for g, v in zip(again, variables, strict=True)
+            ]
 
         # no row left: a zero sum, without running the model on 0 rows (see the engine's empty-batch cond)
-        return tf.cond(tf.reduce_any(ok), recompute, lambda: [tf.zeros(v.shape, v.dtype) for v in variables])
+        kinds = [sum_kind(g) for g in grads]
+        return tf.cond(
+            tf.reduce_any(ok), recompute, lambda: [zero_sum(v, k) for v, k in zip(variables, kinds, strict=True)]
+        )
 
     grads = tf.cond(tf.reduce_all(ok), lambda: grads, without_bad_rows)
     return grads, norms, losses

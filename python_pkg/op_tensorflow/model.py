@@ -31,6 +31,7 @@ from op_tensorflow import (
     keras_seam,
     preflight,
     saving,
+    sparse_embedding,
     training,
 )
 from op_tensorflow.frame import PrivateDataFrame, PrivateSeries, _raw
@@ -54,6 +55,11 @@ class PrivateKerasModel:
             a known seed makes the noise predictable). The loader's ``seed`` fixes sampling.
         fix: Replace layers that break per-example privacy (see ``fix_model``) instead of
             refusing the model.
+        embedding_noise: ``"dense"`` (the default: Gaussian noise on every coordinate) or ``"sparse"``:
+            sparsity-preserving noise for the model's ``Embedding`` table (DP-AdaFEST,
+            :mod:`op_tensorflow.sparse_noise`): only privately selected rows get a (noisy) update, and the
+            optimizer receives a sparse gradient for the table. Same noise multiplier, same epsilon. Give a
+            :class:`op_tensorflow.sparse_noise.SparseEmbeddingNoise` to tune the selection.
 
     Example:
         >>> dp_model = PrivateKerasModel(model=seqM, l2_norm_clip=1, noise_multiplier=1.2)
@@ -62,7 +68,14 @@ class PrivateKerasModel:
     """
 
     def __init__(
-        self, model=None, l2_norm_clip: float = 1.0, noise_multiplier: float = 1.1, *, seed=None, fix: bool = False
+        self,
+        model=None,
+        l2_norm_clip: float = 1.0,
+        noise_multiplier: float = 1.1,
+        *,
+        seed=None,
+        fix: bool = False,
+        embedding_noise="dense",
     ):
         keras_seam.check_model(model)
         self.l2_norm_clip = _checks.positive_float("l2_norm_clip", l2_norm_clip)
@@ -72,6 +85,7 @@ class PrivateKerasModel:
             raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}.")
         self._model = fix_model(model) if fix else model
         validate_model(self._model)
+        self._sparse_noise = sparse_embedding.configure(embedding_noise, self._model, self.noise_multiplier)
         self._noise_rng = np.random.default_rng(seed)
         self._loss_fn = None
         self._optimizer = None
@@ -241,6 +255,7 @@ class PrivateKerasModel:
         if validation_data is not None:  # checked before reserving: a typo here must not cost a whole run
             arguments.check_validation_data(validation_data, self._model)
         self._run_preflight(loader)  # refuses unsound models before anything is spent
+        sparse_embedding.check_run(self._sparse_noise, self._plan, run)
         if verbose != 0 and self._plan.path != clipping.GHOST:
             print(f"PrivateKerasModel: clipping with {self._plan}.")
         if self._train_chunk is None or self._train_chunk_loader is not loader:

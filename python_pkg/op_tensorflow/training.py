@@ -15,7 +15,7 @@ import dp_accounting
 import numpy as np
 import tensorflow as tf
 
-from op_tensorflow import accounting, clipping, coordination, distributed
+from op_tensorflow import accounting, clipping, coordination, distributed, sparse_embedding
 from op_tensorflow.loader import PrivateDataLoader
 
 __all__ = ["build_train_chunk", "callback_list", "record_run", "run_seeds", "train_epochs"]
@@ -64,19 +64,37 @@ def build_train_chunk(dp_model, loader: PrivateDataLoader):
     group_sizes = [sum(sizes[i] for i in group) for group in clipping.noise_groups(sizes)]
     owners = distributed.noise_owners(group_sizes, dp_model._run.local_replicas)
 
+    sparse_config = dp_model._sparse_noise
+
+    def clipped_sums(x, y):
+        return clipping.clipped_gradient_sum(
+            model, x, y, loss_fn, clip, registry=registry, path=path, sparse=sparse_config is not None
+        )[0]
+
     def step_fn(step, sampling_seed, noise_seed):
         """One DP-SGD step, or one replica's share of it (see :mod:`op_tensorflow.distributed`)."""
         x, y = sample(tf.random.experimental.stateless_fold_in(sampling_seed, step))
         # An empty Poisson batch (or shard) contributes a zero sum (then noise); skipping the model also
         # avoids TF 2.15's oneDNN convolutions returning wrong shapes for 0-row inputs.
-        grads = tf.cond(
-            tf.shape(x)[0] > 0,
-            lambda: clipping.clipped_gradient_sum(model, x, y, loss_fn, clip, registry=registry, path=path)[0],
-            lambda: [tf.zeros_like(v) for v in variables],
-        )
+        kinds = []  # which sums are sparse: known once the first branch is traced
+
+        def nonempty():
+            sums = clipped_sums(x, y)
+            kinds.extend(clipping.sum_kind(g) for g in sums)
+            return sums
+
+        def empty():
+            return [clipping.zero_sum(v, kind) for v, kind in zip(variables, kinds, strict=True)]
+
+        grads = tf.cond(tf.shape(x)[0] > 0, nonempty, empty)
         seed = tf.random.experimental.stateless_fold_in(noise_seed, step)
-        drawn = [distributed.is_replica(owner) for owner in owners]
-        contribution = clipping.add_noise(grads, stddev, seed, divide_by=expected_batch, drawn=drawn)
+        if sparse_config is None:
+            drawn = [distributed.is_replica(owner) for owner in owners]
+            contribution = clipping.add_noise(grads, stddev, seed, divide_by=expected_batch, drawn=drawn)
+        else:
+            contribution = sparse_embedding.noisy_update(
+                grads, variables, sparse_config, l2_norm_clip=clip, seed=seed, divide_by=expected_batch
+            )
         optimizer.apply_gradients(zip(contribution, variables, strict=True))
 
     @tf.function(
