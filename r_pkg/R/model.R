@@ -41,6 +41,9 @@ keras_module <- function() {
 #' @param fix Replace BatchNormalization layers by GroupNormalization instead of refusing.
 #' @param seed `NULL` (OS entropy, for real training) or a whole number making the noise
 #'   reproducible (for tests).
+#' @param embedding_noise `"dense"` (noise on every coordinate) or `"sparse"`: for a model with one
+#'   embedding layer, only privately selected rows of its table get a noisy update (DP-AdaFEST), at the
+#'   same noise multiplier and epsilon.
 #' @return A private Keras model (the Python `PrivateKerasModel`).
 #' @seealso [dp_compile()], [dp_fit()], [dp_predict()], [dp_evaluate()]
 #' @examplesIf op_tensorflow_available()
@@ -61,8 +64,10 @@ keras_module <- function() {
 #' dp_evaluate(model, parts$X_test, parts$y_test, eps = 0.5)
 #' }
 #' @export
-private_keras_model <- function(model, l2_norm_clip = 1, noise_multiplier = 1.1, fix = FALSE, seed = NULL) {
-  py_call(op$PrivateKerasModel, model, l2_norm_clip, noise_multiplier, seed = as_py_count(seed), fix = fix)
+private_keras_model <- function(model, l2_norm_clip = 1, noise_multiplier = 1.1, fix = FALSE, seed = NULL,
+                                embedding_noise = "dense") {
+  py_call(op$PrivateKerasModel, model, l2_norm_clip, noise_multiplier, seed = as_py_count(seed), fix = fix,
+          embedding_noise = embedding_noise)
 }
 
 #' Configure a private model for training

@@ -197,3 +197,14 @@ test_that("an R function as metric, bad validation data and a model mixing examp
   expect_error(dp_fit(mixing, loader, epochs = 3), "mixes examples", class = "PrivacyError")
   expect_equal(spent(pdf), 0)
 })
+
+test_that("private_keras_model takes embedding_noise and explains what it needs", {
+  skip_if_no_op_tensorflow()
+  k <- keras_module()
+  net <- k$Sequential(list(k$layers$Input(list(2L)), k$layers$Dense(1L)))
+  expect_error(private_keras_model(net, embedding_noise = "sparse"), "exactly one", class = "ValueError")
+  expect_error(private_keras_model(net, embedding_noise = "sparser"), "embedding_noise must be", class = "ValueError")
+  emb <- k$Sequential(list(k$layers$Input(list(4L), dtype = "int32"), k$layers$Embedding(20L, 2L),
+                           k$layers$GlobalAveragePooling1D(), k$layers$Dense(1L)))
+  expect_s3_class(private_keras_model(emb, embedding_noise = "sparse"), "python.builtin.object")
+})
