@@ -344,3 +344,16 @@ def test_a_long_run_has_a_group_guarantee_only_by_the_mixture():
 def test_bad_group_sizes_are_refused_naming_the_argument(group_size, error):
     with pytest.raises(error, match="group_size"):
         ot.get_privacy_budget(**GROUP_RUN, group_size=group_size, verbose=False)
+
+
+def test_merged_compositions_give_dp_accountings_epsilon():
+    """fit composes the same step many times; merging identical parts must not change the RDP epsilon."""
+    a, b = accounting.dp_sgd_event(0.004, 1.1, 391), accounting.dp_sgd_event(0.02, 0.9, 50)
+    event = dp_accounting.ComposedDpEvent([a, b, dp_accounting.ComposedDpEvent([a, a]), dp_accounting.NoOpDpEvent()])
+    merged = accounting.merged_event(event)
+    assert merged == dp_accounting.ComposedDpEvent([dp_accounting.SelfComposedDpEvent(a.event, a.count * 3), b])
+    for delta in (1e-5, 1e-7):
+        expected = dp_accounting.rdp.RdpAccountant().compose(event).get_epsilon(delta)
+        assert accounting.epsilon_for_event(event, delta, "rdp") == pytest.approx(expected, rel=1e-9)
+        assert accounting.epsilon_for_event(event, delta, "rdp") == pytest.approx(expected, rel=1e-9)  # cached
+    assert accounting.merged_event(a) == a
