@@ -55,6 +55,16 @@ def direct_layers(model, x):
     return covered
 
 
+class Scale(L.Layer):
+    """An unregistered layer with a weight: the engine's fallback (its clipped sum takes the second pass)."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, inputs):
+        return tf.tanh(inputs * self.w)
+
+
 def model_of(layers, input_shape, dtype="float32"):
     tf.keras.utils.set_random_seed(1)
     inputs = L.Input(input_shape, dtype=dtype)
@@ -80,7 +90,7 @@ def cases():
         ),
         "layer_norm": (lambda: [L.Dense(6), L.LayerNormalization()], (5,)),
         "group_norm": (lambda: [L.Conv1D(6, 2), L.GroupNormalization(groups=3)], (7, 2)),
-        "mixed_with_fallback": (lambda: [L.Dense(6), L.SimpleRNN(4, return_sequences=True), L.Dense(3)], (5, 2)),
+        "mixed_with_fallback": (lambda: [L.Dense(6), Scale(), L.Dense(3)], (5, 2)),
     }
 
 
@@ -107,8 +117,8 @@ def test_registered_layers_need_no_second_pass():
     model = model_of([L.Conv1D(4, 3), L.LayerNormalization(), L.GroupNormalization(groups=2), L.Dense(3)], (8, 2))
     names = direct_layers(model, tf.zeros([2, 8, 2]))
     assert len(names) == 5  # conv, both norms, both dense: the engine skips the second backward pass
-    rnn = model_of([L.SimpleRNN(3, return_sequences=True)], (4, 2))
-    assert len(direct_layers(rnn, tf.zeros([2, 4, 2]))) == 1  # only the head; the RNN's weights take the second pass
+    custom = model_of([Scale()], (4, 2))
+    assert len(direct_layers(custom, tf.zeros([2, 4, 2]))) == 1  # only the head; Scale's weight takes the second pass
 
 
 def test_embedding_sum_is_sparse_and_exact():
