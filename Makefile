@@ -200,6 +200,7 @@ bench-tf-keras: setup
 	TF_USE_LEGACY_KERAS=1 $(PY) bench/bench_model.py
 	TF_USE_LEGACY_KERAS=1 $(PY) bench/bench_distributed.py
 	TF_USE_LEGACY_KERAS=1 $(PY) bench/bench_noise.py
+	TF_USE_LEGACY_KERAS=1 $(PY) bench/bench_profile.py
 
 bench: setup
 	$(PY) bench/bench_accounting.py
@@ -208,6 +209,8 @@ bench: setup
 	$(PY) bench/bench_preflight.py
 	$(PY) bench/bench_distributed.py
 	$(PY) bench/bench_noise.py
+	$(PY) bench/bench_stacks.py
+	$(PY) bench/bench_profile.py
 
 clean:
 	rm -rf $(VENV) $(VENV215) $(VENV312) .pytest_cache .hypothesis .rcheck .vignettes-tf-keras r_pkg/vignettes
