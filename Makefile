@@ -23,7 +23,8 @@ VENV312 := .venv-py312
 TF_PRIMARY := tensorflow==2.21.0 tf-keras==2.21.0 "numpy<2"
 TF_215 := tensorflow==2.15.1 dp-accounting==0.4.3 "numpy<2"
 TF_PRIVACY := tensorflow-privacy==0.9.0 tensorflow-empirical-privacy==0.1.0
-QUICK_TESTS := tests/test_accounting.py tests/test_frame.py tests/test_model.py tests/test_zoo.py tests/test_distributed.py
+QUICK_TESTS := tests/test_accounting.py tests/test_frame.py tests/test_model.py tests/test_zoo.py tests/test_distributed.py \
+	tests/test_one_pass.py tests/test_sparse_embedding.py tests/test_sparse_noise.py
 # The real R keras clients (source tarballs and install.sh) next to the repository; each is installed
 # into its private library .r-clients/<client> (R keras needs reticulate >= 1.31, Debian has 1.28).
 SHARED ?= ../shared
