@@ -64,6 +64,8 @@ ROWS = [
     ("dp_step", "(f) (e) + `apply_gradients` (DP step, fixed batch)", "noise"),
     ("dp_dynamic", "(f') (f) with the batch dimension unknown (+ empty-batch cond)", "dp_step"),
     ("dp_sampled", "(g) (f') on a graph-sampled Poisson batch (fit's step)", "dp_dynamic"),
+    ("nonprivate_xla", "(a-XLA) (a) compiled with XLA (`jit_compile=True`), fixed batch", "empty"),
+    ("dp_step_xla", "(f-XLA) (f) without the non-finite recompute, compiled with XLA, fixed batch", "empty"),
 ]
 
 
@@ -183,6 +185,18 @@ def step_functions(s: dict) -> dict:
     def dp_sampled(x, y, step, sampling_seed, noise_seed):
         return dp_on(*sample(fold_in(sampling_seed, step)), step, noise_seed)
 
+    @tf.function(jit_compile=True)
+    def nonprivate_xla(x, y, step, sampling_seed, noise_seed):
+        return nonprivate(x, y, step, sampling_seed, noise_seed)
+
+    @tf.function(jit_compile=True)
+    def dp_step_xla(x, y, step, sampling_seed, noise_seed):
+        """What XLA would give our step at a static batch size: the recompute's boolean mask cannot compile."""
+        grads = clipping._ghost_clipped_sum(model, x, y, loss_fn, CLIP, registry, True)[0]
+        grads = clipping.add_noise(grads, CLIP * NOISE, fold_in(noise_seed, step), divide_by=batch)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return _sink(grads)
+
     return {
         "empty": empty,
         "nonprivate": nonprivate,
@@ -193,6 +207,8 @@ def step_functions(s: dict) -> dict:
         "dp_step": dp_step,
         "dp_dynamic": dp_dynamic,
         "dp_sampled": dp_sampled,
+        "nonprivate_xla": nonprivate_xla,
+        "dp_step_xla": dp_step_xla,
     }
 
 
@@ -272,7 +288,7 @@ def print_profile(p: dict) -> None:
         print(f"| {label} | {_ms(step(key))} | {_ms(inc)} | {over} | {ratio} | {_ms(r.get('cpu_step_s'))} |")
     parts = [
         ("forward + norm backward (c − 0)", "norms", "empty"),
-        ("second backward + clip (d − c)", "clipped", "norms"),
+        ("clip factors + clipped sum (d − c)", "clipped", "norms"),
         ("noise (e − d)", "noise", "clipped"),
         ("optimizer (f − e)", "dp_step", "noise"),
         ("dynamic batch shape (f' − f)", "dp_dynamic", "dp_step"),

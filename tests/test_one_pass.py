@@ -178,3 +178,22 @@ def test_fused_noise_has_the_stated_std_and_is_seeded():
     assert not np.allclose(noisy[0], other[0])
     # the fused parts are independent draws: no two variables of a group repeat each other
     assert not np.allclose(np.ravel(noisy[1]), np.ravel(noisy[0])[:20])
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (6,), (0, 4), (3, 2, 3)])
+def test_embedding_norms_equal_per_row_sums(shape):
+    """Sorted segment sums against a numpy reference: each example's gradient rows summed per id, squared."""
+    from op_tensorflow.registry import embedding_sqr_norms
+
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 4, shape)  # few ids: many repeats within an example
+    values = rng.normal(size=(int(np.prod(shape)), 3)).astype("float32")
+    fn = tf.function(embedding_sqr_norms, input_signature=[tf.TensorSpec([None, 3]), tf.TensorSpec(None, tf.int32)])
+    got = fn(values, ids.astype("int32")).numpy()
+    per_example = ids.reshape(shape[0], int(np.prod(shape[1:])))
+    rows = values.reshape(shape[0], per_example.shape[1], 3)
+    want = [
+        sum(np.sum(rows[b][per_example[b] == r].sum(0) ** 2) for r in np.unique(per_example[b]))
+        for b in range(shape[0])
+    ]
+    np.testing.assert_allclose(got, np.array(want, "float32").reshape(-1), rtol=1e-5)

@@ -17,9 +17,11 @@ per-example squared L2 norms of the gradient with respect to *all* of the layer'
 
 ``make_registry()`` holds:
 
-* ``tf.keras.layers.Dense``: tensorflow-privacy's function with overflow-safe norms,
+* ``tf.keras.layers.Dense``: ours (overflow-safe norms, the mixed ghost/materialized rule on sequences),
   :mod:`op_tensorflow.registry.dense`;
-* ``tf.keras.layers.Embedding`` and ``LayerNormalization``: tensorflow-privacy's own functions
+* ``tf.keras.layers.Embedding``: tensorflow-privacy's layer computation, with our sort-based norms
+  (:func:`embedding_sqr_norms`);
+* ``LayerNormalization``: tensorflow-privacy's own function
   (``LayerNormalization`` with ``center=False`` or ``scale=False``, which tensorflow-privacy's function does
   not handle, is routed to :func:`fallback_layer_computation`);
 * ``tf.keras.layers.Conv1D`` and ``Conv2D``: ours, :mod:`op_tensorflow.registry.conv`;
@@ -63,6 +65,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tensorflow_privacy.privacy.fast_gradient_clipping import type_aliases
 from tensorflow_privacy.privacy.fast_gradient_clipping.layer_registry import LayerRegistry
@@ -137,6 +140,27 @@ def _weighted_sum(grads: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(grads * tf.reshape(tf.cast(factors, grads.dtype), shape), 0)
 
 
+def embedding_sqr_norms(values: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+    """Per-example squared norms of an embedding table's gradient, ``||sum_r (sum_{t: id_t = r} g_t)||^2``.
+
+    ``values`` holds one gradient row per lookup (row-major over ``ids``, shape ``(batch, ...)``). Each
+    example's ids are sorted, equal ids summed (a segment sum over the sorted lookups) and the row sums
+    squared: O(lookups x width), as tensorflow-privacy's ``embedding_sqr_norm_fn``, whose ``tf.unique`` over
+    (example, id) pairs costs about twice as much (3.5 against 1.7 ms for 256 x 64 lookups of width 64).
+    """
+    batch = tf.shape(ids)[0]
+    ids = tf.reshape(tf.cast(ids, tf.int64), tf.stack([batch, -1]))
+    per_example = tf.shape(ids)[1]
+    order = tf.argsort(ids, axis=1, stable=True)
+    sorted_ids = tf.gather(ids, order, batch_dims=1)
+    starts = tf.concat([tf.ones([batch, 1], tf.int32), tf.cast(sorted_ids[:, 1:] != sorted_ids[:, :-1], tf.int32)], 1)
+    offsets = tf.range(batch)[:, None] * per_example
+    segments = tf.reshape(tf.cumsum(starts, axis=1) - 1 + offsets, [-1])
+    lookups = tf.gather(tf.cast(values, tf.float32), tf.reshape(order + offsets, [-1]))
+    rows = tf.math.unsorted_segment_sum(lookups, segments, batch * per_example)
+    return tf.reduce_sum(tf.reshape(tf.reduce_sum(tf.square(rows), 1), tf.stack([batch, per_example])), 1)
+
+
 def _embedding_computation(
     layer_instance: tf.keras.layers.Embedding,
     input_args: Sequence[Any],
@@ -153,9 +177,12 @@ def _embedding_computation(
     base_vars, outputs, sqr_norm_fn = embedding_layer_computation(
         layer_instance, input_args, input_kwargs, tape, num_microbatches
     )
-    if num_microbatches is not None:
+    if num_microbatches is not None or not isinstance(input_args[0], tf.Tensor | np.ndarray):
         return base_vars, outputs, sqr_norm_fn
     ids = tf.convert_to_tensor(input_args[0])
+
+    def sqr_norm_fn(grads: tf.IndexedSlices) -> tf.Tensor:  # noqa: F811 (ours replaces tensorflow-privacy's)
+        return embedding_sqr_norms(grads.values, ids)
 
     def clipped_sum(grads: tf.IndexedSlices, factors: tf.Tensor):
         per_example = tf.reshape(grads.values, tf.stack([tf.shape(ids)[0], -1, tf.shape(grads.values)[-1]]))
