@@ -12,24 +12,14 @@ from __future__ import annotations
 import tensorflow as tf
 
 from op_tensorflow import clipping
-from op_tensorflow.sparse_noise import SparseEmbeddingNoise, noisy_sparse_gradient, select_rows
+from op_tensorflow.sparse_noise import SparseEmbeddingNoise, noisy_selected_rows
+from op_tensorflow.validate import all_layers
 
 __all__ = ["EMBEDDING_NOISE", "check_run", "configure", "noisy_update"]
 
 EMBEDDING_NOISE = ("dense", "sparse")
 # The tables' seeds are fold_in(step seed, _TABLE_SEED + i), far from the dense noise groups' 0, 1, 2, ...
 _TABLE_SEED = 1 << 30
-
-
-def _embedding_layers(model) -> list:
-    """Every ``Embedding`` layer of ``model``, nested models included (exact class, as the registry matches)."""
-    found, stack = [], list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop()
-        if type(layer) is tf.keras.layers.Embedding:
-            found.append(layer)
-        stack.extend(getattr(layer, "layers", []))
-    return found
 
 
 def configure(embedding_noise, model, noise_multiplier: float) -> SparseEmbeddingNoise | None:
@@ -50,7 +40,8 @@ def configure(embedding_noise, model, noise_multiplier: float) -> SparseEmbeddin
         raise ValueError(
             f"embedding_noise must be 'dense', 'sparse' or a SparseEmbeddingNoise, got {embedding_noise!r}."
         )
-    tables = _embedding_layers(model)
+    # exact class, as the registry matches it; nested models and custom sublayers included
+    tables = [layer for layer in all_layers(model) if type(layer) is tf.keras.layers.Embedding]
     if len(tables) != 1:
         raise ValueError(
             f"embedding_noise='sparse' needs exactly one tf.keras.layers.Embedding in the model, found {len(tables)}: "
@@ -87,25 +78,21 @@ def noisy_update(grads, variables, config: SparseEmbeddingNoise, *, l2_norm_clip
             "sum (was its registry function replaced?); use embedding_noise='dense'."
         )
     dense = [i for i in range(len(grads)) if i not in tables]
-    stddev = l2_norm_clip * config.sigma_gradient
+    stddev = l2_norm_clip * config.sigma_gradient  # the dense variables' share, as on the selected rows
     noisy = dict(
         zip(dense, clipping.add_noise([grads[i] for i in dense], stddev, seed, divide_by=divide_by), strict=True)
     )
-    fold_in = tf.random.experimental.stateless_fold_in
     for n, i in enumerate(tables):
-        rows = grads[i]
-        vocab_size = int(variables[i].shape[0])
-        table_seed = fold_in(seed, _TABLE_SEED + n)
-        selected = select_rows(
-            rows.rows,
-            rows.counts,
-            vocab_size=vocab_size,
-            sigma_selection=config.sigma_selection,
-            threshold=config.selection_threshold,
-            seed=fold_in(table_seed, 0),
-        )
-        lookups = tf.IndexedSlices(rows.values, rows.indices, tf.constant(variables[i].shape.as_list(), tf.int64))
-        noisy[i] = noisy_sparse_gradient(
-            lookups, selected, stddev=stddev, seed=fold_in(table_seed, 1), vocab_size=vocab_size, divide_by=divide_by
+        table = grads[i]
+        lookups = tf.IndexedSlices(table.values, table.indices, tf.constant(variables[i].shape.as_list(), tf.int64))
+        noisy[i] = noisy_selected_rows(
+            lookups,
+            table.rows,
+            table.counts,
+            config=config,
+            l2_norm_clip=l2_norm_clip,
+            vocab_size=int(variables[i].shape[0]),
+            seed=tf.random.experimental.stateless_fold_in(seed, _TABLE_SEED + n),
+            divide_by=divide_by,
         )
     return [noisy[i] for i in range(len(grads))]

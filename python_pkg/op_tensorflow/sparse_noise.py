@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_THRESHOLD_SIGMAS",
     "SparseEmbeddingNoise",
     "noisy_embedding_gradient",
+    "noisy_selected_rows",
     "noisy_sparse_gradient",
     "row_counts",
     "select_rows",
@@ -52,7 +53,7 @@ DEFAULT_THRESHOLD_SIGMAS = 3.0
 ``P(Z > 3) ~ 1.35e-3``, so false positives cost ~0.135% of the table's rows per step, whatever ``sigma``."""
 
 _FP_SEED, _COUNT_SEED = 1, 0  # sub-seeds of select_rows
-_SELECT_SEED, _GRAD_SEED = 0, 1  # sub-seeds of noisy_embedding_gradient
+_SELECT_SEED, _GRAD_SEED = 0, 1  # sub-seeds of noisy_selected_rows
 
 
 def _normal_sf(z: float) -> float:
@@ -366,10 +367,44 @@ def noisy_embedding_gradient(
     Raises:
         TypeError: ``config`` is not a :class:`SparseEmbeddingNoise`.
     """
+    rows, counts = row_counts(ids, ok)
+    return noisy_selected_rows(
+        grad,
+        rows,
+        counts,
+        config=config,
+        l2_norm_clip=l2_norm_clip,
+        vocab_size=vocab_size,
+        seed=seed,
+        divide_by=divide_by,
+    )
+
+
+def noisy_selected_rows(
+    grad, rows, counts, *, config: SparseEmbeddingNoise, l2_norm_clip, vocab_size, seed, divide_by=1.0
+) -> tf.IndexedSlices:
+    """:func:`select_rows` from precomputed :func:`row_counts`, then :func:`noisy_sparse_gradient` on them.
+
+    Args:
+        grad: The table's clipped gradient sum as ``tf.IndexedSlices`` (see :func:`noisy_sparse_gradient`).
+        rows: The rows the batch touched, from :func:`row_counts`.
+        counts: Their contribution-map counts, from :func:`row_counts`.
+        config: The run's :class:`SparseEmbeddingNoise`.
+        l2_norm_clip: The engine's clip norm ``C``; the selected rows get noise std ``C * sigma_gradient``.
+        vocab_size: The table's row count ``V``.
+        seed: ``[2]`` integer seed for this table and step, disjoint from the dense variables' noise seeds.
+            ``fold_in(seed, 0)`` selects, ``fold_in(seed, 1)`` draws the gradient noise.
+        divide_by: The engine's divisor (the expected batch ``q n``).
+
+    Returns:
+        The noisy ``tf.IndexedSlices`` on the selected rows.
+
+    Raises:
+        TypeError: ``config`` is not a :class:`SparseEmbeddingNoise`.
+    """
     if not isinstance(config, SparseEmbeddingNoise):
         raise TypeError(f"config must be a SparseEmbeddingNoise, got {type(config).__name__}")
     fold_in = tf.random.experimental.stateless_fold_in
-    rows, counts = row_counts(ids, ok)
     selected = select_rows(
         rows,
         counts,

@@ -28,7 +28,14 @@ from op_tensorflow import keras_seam
 from op_tensorflow._checks import one_of
 from op_tensorflow.layer_channels import channel_hints
 
-__all__ = ["CONDITIONALLY_INCOMPATIBLE", "INCOMPATIBLE", "fix_model", "incompatible_layers", "validate_model"]
+__all__ = [
+    "CONDITIONALLY_INCOMPATIBLE",
+    "INCOMPATIBLE",
+    "all_layers",
+    "fix_model",
+    "incompatible_layers",
+    "validate_model",
+]
 
 MAX_GROUPS = 32
 NORMS = ("group", "layer")
@@ -93,6 +100,11 @@ def _walk(layer: tf.keras.layers.Layer, prefix: str = "", seen: set[int] | None 
         path = f"{prefix}{child.name}"
         yield path, child
         yield from _walk(child, f"{path}/", seen)
+
+
+def all_layers(model: tf.keras.layers.Layer) -> list[tf.keras.layers.Layer]:
+    """Every layer below ``model`` (nested models, wrapped layers, custom sublayers), each once."""
+    return [layer for _, layer in _walk(model)]
 
 
 def _check_is_layer(model) -> None:
