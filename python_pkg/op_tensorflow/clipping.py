@@ -112,9 +112,15 @@ def ghost_norms(model, x, y, loss_fn, *, registry=None, training: bool = True):
     """
     registry = make_registry() if registry is None else registry
     hooks, base_grads, losses, tape = _norm_pass(model, x, y, loss_fn, registry, training)
+    norms, per_layer = _norms(hooks, base_grads, losses)
+    return norms, losses, per_layer, tape
+
+
+def _norms(hooks, base_grads, losses) -> tuple[tf.Tensor, list]:
+    """Each example's gradient norm over every hooked layer, and ``(layer, squared norms)`` per layer call."""
     per_layer = [(h[0], h[2](g)) for h, g in zip(hooks, base_grads, strict=True)]
     squared = tf.add_n([s for _, s in per_layer]) if per_layer else tf.zeros_like(losses)
-    return tf.sqrt(squared), losses, per_layer, tape
+    return tf.sqrt(squared), per_layer
 
 
 def _direct_sums(hooks, base_grads, factors) -> dict[int, tf.Tensor | tf.IndexedSlices]:
@@ -138,8 +144,7 @@ def _direct_sums(hooks, base_grads, factors) -> dict[int, tf.Tensor | tf.Indexed
 def _ghost_clipped_sum(model, x, y, loss_fn, l2_norm_clip, registry, training, *, dense: bool = True):
     """Norms, then the clipped sum: from the norm pass where the layers allow it, else one more backward pass."""
     hooks, base_grads, losses, tape = _norm_pass(model, x, y, loss_fn, registry, training)
-    squared = [h[2](g) for h, g in zip(hooks, base_grads, strict=True)]
-    norms = tf.sqrt(tf.add_n(squared) if squared else tf.zeros_like(losses))
+    norms, _ = _norms(hooks, base_grads, losses)
     factors, ok = clip_factors(norms, losses, l2_norm_clip)
     sums = _direct_sums(hooks, base_grads, factors)
     trainable = model.trainable_variables

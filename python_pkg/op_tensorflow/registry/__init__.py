@@ -84,6 +84,7 @@ __all__ = [
     "fallback_layer_computation",
     "make_registry",
     "clipped_sum_of",
+    "per_example_weights",
     "register_layer",
     "with_clipped_sum",
 ]
@@ -134,10 +135,15 @@ def clipped_sum_of(sqr_norm_fn: Callable) -> Callable | None:
     return getattr(sqr_norm_fn, "clipped_sum", None)
 
 
+def per_example_weights(factors: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """The ``(batch,)`` clip ``factors``, in ``like``'s dtype and shaped to broadcast against ``like`` (batch, ...)."""
+    shape = tf.concat([tf.shape(factors), tf.ones([like.shape.rank - 1], tf.int32)], 0)
+    return tf.reshape(tf.cast(factors, like.dtype), shape)
+
+
 def _weighted_sum(grads: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
     """``sum_i factors[i] * grads[i]`` over axis 0 (per-example gradients stacked on axis 0)."""
-    shape = tf.concat([tf.shape(factors), tf.ones([grads.shape.rank - 1], tf.int32)], 0)
-    return tf.reduce_sum(grads * tf.reshape(tf.cast(factors, grads.dtype), shape), 0)
+    return tf.reduce_sum(grads * per_example_weights(factors, grads), 0)
 
 
 def embedding_sqr_norms(values: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
@@ -186,7 +192,7 @@ def _embedding_computation(
 
     def clipped_sum(grads: tf.IndexedSlices, factors: tf.Tensor):
         per_example = tf.reshape(grads.values, tf.stack([tf.shape(ids)[0], -1, tf.shape(grads.values)[-1]]))
-        values = tf.reshape(per_example * tf.cast(factors, grads.values.dtype)[:, None, None], tf.shape(grads.values))
+        values = tf.reshape(per_example * per_example_weights(factors, per_example), tf.shape(grads.values))
         return [(layer_instance.embeddings, tf.IndexedSlices(values, grads.indices, grads.dense_shape))]
 
     return base_vars, outputs, with_clipped_sum(sqr_norm_fn, clipped_sum)

@@ -31,9 +31,9 @@ from typing import Any
 import tensorflow as tf
 from tensorflow_privacy.privacy.fast_gradient_clipping import type_aliases
 
-from op_tensorflow.registry import register_layer, with_clipped_sum
+from op_tensorflow.registry import per_example_weights, register_layer, with_clipped_sum
 
-__all__ = ["conv_layer_computation"]
+__all__ = ["conv_layer_computation", "kernel_sqr_norms", "positions_first"]
 
 
 def _check_supported(
@@ -94,7 +94,7 @@ def _dim(tensor: tf.Tensor, axis: int) -> int | tf.Tensor:
     return size if size is not None else tf.shape(tensor)[axis]
 
 
-def _positions_first(tensor: tf.Tensor) -> tf.Tensor:
+def positions_first(tensor: tf.Tensor) -> tf.Tensor:
     """Reshapes ``(batch, *positions, features)`` to ``(batch, num_positions, features)``."""
     shape = tf.shape(tensor)
     num_positions = tf.reduce_prod(shape[1:-1])
@@ -122,7 +122,7 @@ def _input_patches(layer_instance: tf.keras.layers.Layer, inputs: tf.Tensor) -> 
         rates=[1, *rates, 1],
         padding=padding,
     )
-    return _positions_first(patches)
+    return positions_first(patches)
 
 
 def _ghost_sqr_norms(patches: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
@@ -211,7 +211,7 @@ def conv_layer_computation(
         return tf.split(grads, groups, axis=-1) if groups > 1 else [grads]
 
     def sqr_norm_fn(base_vars_grads: tf.Tensor) -> tf.Tensor:
-        grads = _positions_first(tf.cast(base_vars_grads, tf.float32))
+        grads = positions_first(tf.cast(base_vars_grads, tf.float32))
         parts = zip(group_patches(), split_groups(grads), strict=True)
         sqr_norms = tf.add_n([kernel_sqr_norms(part_patches, part_grads) for part_patches, part_grads in parts])
         if layer_instance.use_bias:
@@ -220,7 +220,8 @@ def conv_layer_computation(
 
     def clipped_sum(base_vars_grads: tf.Tensor, factors: tf.Tensor) -> list:
         """``sum_i c_i sum_t a_it g_it^T`` per group: one matmul of the flattened patches and weighted grads."""
-        grads = _positions_first(tf.cast(base_vars_grads, tf.float32)) * tf.cast(factors, tf.float32)[:, None, None]
+        grads = positions_first(tf.cast(base_vars_grads, tf.float32))
+        grads *= per_example_weights(factors, grads)
         kernel = layer_instance.kernel
         blocks = []
         for part_patches, part_grads in zip(group_patches(), split_groups(grads), strict=True):

@@ -19,16 +19,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from op_tensorflow.registry import register_layer, with_clipped_sum
-from op_tensorflow.registry.conv import kernel_sqr_norms
+from op_tensorflow.registry import per_example_weights, register_layer, with_clipped_sum
+from op_tensorflow.registry.conv import kernel_sqr_norms, positions_first
 
 __all__ = ["dense_computation"]
-
-
-def _per_example_weights(factors: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
-    """``factors`` (batch,) shaped to broadcast against ``like`` (batch, ...)."""
-    shape = tf.concat([tf.shape(factors), tf.ones([like.shape.rank - 1], tf.int32)], 0)
-    return tf.reshape(tf.cast(factors, like.dtype), shape)
 
 
 def _direct_sum_supported(layer_instance) -> bool:
@@ -65,16 +59,13 @@ def dense_computation(layer_instance, input_args, input_kwargs, tape, num_microb
     outputs = activation(base_vars) if activation is not None else base_vars
     d_in, d_out = inputs.shape[-1], base_vars.shape[-1]
 
-    def positions_first(t, features):
-        return tf.reshape(t, tf.stack([tf.shape(t)[0], -1, features]))
-
     def sqr_norm_fn(grads):
         x, g = tf.cast(inputs, tf.float64), tf.cast(grads, tf.float64)
         if inputs.shape.rank == 2:
             squared = tf.reduce_sum(tf.square(x), 1) * tf.reduce_sum(tf.square(g), 1)
             bias = tf.reduce_sum(tf.square(g), 1)
         else:
-            x, g = positions_first(x, d_in), positions_first(g, d_out)
+            x, g = positions_first(x), positions_first(g)
             squared = kernel_sqr_norms(x, g)
             bias = tf.reduce_sum(tf.square(tf.reduce_sum(g, 1)), 1)
         if layer_instance.use_bias:
@@ -82,7 +73,8 @@ def dense_computation(layer_instance, input_args, input_kwargs, tape, num_microb
         return tf.cast(squared, tf.float32)  # the registry contract: float32 squared norms
 
     def clipped_sum(grads, factors):
-        weighted = tf.cast(grads, layer_instance.kernel.dtype) * _per_example_weights(factors, grads)
+        weighted = tf.cast(grads, layer_instance.kernel.dtype)
+        weighted *= per_example_weights(factors, weighted)
         flat_inputs = tf.reshape(tf.cast(inputs, weighted.dtype), [-1, d_in])
         flat_grads = tf.reshape(weighted, [-1, d_out])
         pairs = [(layer_instance.kernel, tf.matmul(flat_inputs, flat_grads, transpose_a=True))]

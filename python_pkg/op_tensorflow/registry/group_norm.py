@@ -16,7 +16,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow_privacy.privacy.fast_gradient_clipping import type_aliases
 
-from op_tensorflow.registry import register_layer, with_clipped_sum
+from op_tensorflow.registry import per_example_weights, register_layer, with_clipped_sum
 
 __all__ = ["group_normalization_computation"]
 
@@ -122,7 +122,6 @@ def group_normalization_computation(
         return tf.add_n(squares) if squares else tf.zeros(tf.shape(grads)[:1], tf.float32)
 
     def clipped_sum(grads: tf.Tensor, factors: tf.Tensor) -> list:
-        weights = tf.cast(factors, tf.float32)[:, None]
-        return [(v, tf.reduce_sum(g * weights, 0)) for v, g in per_example_grads(grads)]
+        return [(v, tf.reduce_sum(g * per_example_weights(factors, g), 0)) for v, g in per_example_grads(grads)]
 
     return outputs, outputs, with_clipped_sum(sqr_norm_fn, clipped_sum)
